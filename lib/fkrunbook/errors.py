@@ -1,0 +1,101 @@
+"""The one exception tree. The library raises these; the CLI prints one line and exits 1."""
+from __future__ import annotations
+
+
+class FkrunbookError(Exception):
+    """Base of every error the runbook raises on purpose. str() is one line that says the fix."""
+
+
+class SpecError(FkrunbookError):
+    """The spec file is missing or malformed."""
+
+    def __init__(self, message: str, *, path: str | None = None):
+        self.path = path
+        super().__init__(message)
+
+
+class SpecMismatchError(FkrunbookError):
+    """The spec names a table or column that the connected database does not have (or has differently)."""
+
+    def __init__(self, message: str, *, table: str, column: str | None = None, environment: str | None = None):
+        self.table, self.column, self.environment = table, column, environment
+        super().__init__(message)
+
+
+class EnvironmentUnknownError(FkrunbookError):
+    def __init__(self, name: str, known: list[str]):
+        self.name, self.known = name, known
+        super().__init__(f"environment {name!r} is not defined; known: {', '.join(known)}")
+
+
+class EnvironmentConfigError(FkrunbookError):
+    """environments.yaml is missing or malformed, or a URL variable is unset or malformed."""
+
+    def __init__(self, message: str, *, environment: str | None = None):
+        self.environment = environment
+        super().__init__(message)
+
+
+class ConnectionFailedError(FkrunbookError):
+    """The database could not be reached. The message never contains the URL's password."""
+
+    def __init__(self, message: str, *, environment: str):
+        self.environment = environment
+        super().__init__(message)
+
+
+class LocalServerError(FkrunbookError):
+    """The embedded local PostgreSQL could not be initialised or started."""
+
+
+class PhaseUnknownError(FkrunbookError):
+    def __init__(self, name: str, known: list[str]):
+        self.name, self.known = name, known
+        super().__init__(f"phase {name!r} does not exist; known, in order: {', '.join(known)}")
+
+
+class ProtectedEnvironmentError(FkrunbookError):
+    def __init__(self, environment: str, action: str):
+        self.environment, self.action = environment, action
+        super().__init__(
+            f"environment {environment!r} is protected: {action} refuses to run there "
+            "(run the read-only phases, or use staging)"
+        )
+
+
+class OrphansPresentError(FkrunbookError):
+    def __init__(self, counts: dict[str, int]):
+        self.counts = counts
+        listed = ", ".join(f"{k}: {v}" for k, v in counts.items() if v)
+        super().__init__(
+            f"orphan rows would violate the new foreign keys ({listed}); "
+            "run the orphan_check and orphan_cleanup phases first"
+        )
+
+
+class MigrationError(FkrunbookError):
+    """A migration file is missing, altered, or failed to apply."""
+
+    def __init__(self, message: str, *, version: str | None = None):
+        self.version = version
+        super().__init__(message)
+
+
+class VerificationFailedError(FkrunbookError):
+    def __init__(self, message: str, *, failures: list[str]):
+        self.failures = failures
+        super().__init__(message)
+
+
+class CascadeValidationError(FkrunbookError):
+    def __init__(self, message: str, *, table: str | None = None):
+        self.table = table
+        super().__init__(message)
+
+
+class PhaseFailedError(FkrunbookError):
+    """A phase notebook failed; its executed copy (with the traceback) is in the run folder."""
+
+    def __init__(self, message: str, *, phase: str, notebook: str, run_id: str):
+        self.phase, self.notebook, self.run_id = phase, notebook, run_id
+        super().__init__(message)

@@ -1,0 +1,171 @@
+"""Orphans: rows whose organization no longer exists.
+
+For a foreign-key column an orphan is a non-NULL value with no parent row (a NOT EXISTS
+anti-join; never NOT IN, which one NULL turns into "no rows"). For a polymorphic event-store
+reference it is a stream of the organization type whose organization is gone; those are
+reported, never deleted (the event store is append-only history).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import text
+
+from .catalog import relation_kind
+from .database import Database
+from .errors import ProtectedEnvironmentError
+from .spec import ForeignKey, IntentionalException, Spec
+from .sqltext import ident, qualified
+
+QUARANTINE_SCHEMA = "fkrunbook_quarantine"
+QUARANTINE_TABLE = "orphan_rows"
+
+
+def orphan_predicate(spec: Spec, fk: ForeignKey, alias: str = "c") -> str:
+    parent = spec.parent
+    return (f"{alias}.{ident(fk.column)} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+            f"{qualified(spec.schema, parent.table)} p WHERE p.{ident(parent.column)} = {alias}.{ident(fk.column)})")
+
+
+def orphan_query(spec: Spec, fk: ForeignKey, select: str = "c.*") -> str:
+    return f"SELECT {select} FROM {qualified(spec.schema, fk.table)} c WHERE {orphan_predicate(spec, fk)}"
+
+
+def stream_orphan_query(spec: Spec, exc: IntentionalException) -> str:
+    d, parent = exc.discriminator, spec.parent
+    return (f"SELECT count(*) AS orphan_rows, count(DISTINCT e.{ident(exc.column)}) AS orphan_streams "
+            f"FROM {qualified(spec.schema, exc.table)} e WHERE e.{ident(d.column)} = :stream_type "
+            f"AND NOT EXISTS (SELECT 1 FROM {qualified(spec.schema, parent.table)} p "
+            f"WHERE p.{ident(parent.column)} = e.{ident(exc.column)})")
+
+
+@dataclass
+class OrphanReport:
+    summary: pd.DataFrame                 # one row per spec'd column
+    samples: dict[str, pd.DataFrame] = field(default_factory=dict)  # "table.column" -> sample orphan rows
+
+    @property
+    def fk_orphans(self) -> dict[str, int]:
+        rows = self.summary[self.summary["kind"] == "foreign key"]
+        return dict(zip(rows["column"], rows["orphan_rows"].astype(int)))
+
+    @property
+    def clean(self) -> bool:
+        return not any(self.fk_orphans.values())
+
+    @property
+    def verdict(self) -> str:
+        if self.clean:
+            return "GO: no orphan rows in the foreign-key columns; the constraints can be added."
+        total = sum(self.fk_orphans.values())
+        return (f"NO-GO for apply: {total} orphan rows in the foreign-key columns; "
+                "run orphan_cleanup (dry run first, then confirm=True).")
+
+    def results(self) -> dict:
+        return {"orphans": self.fk_orphans, "clean": self.clean,
+                "orphan_streams": {r["column"]: int(r["orphan_rows"]) for _, r in self.summary.iterrows()
+                                   if r["kind"] == "event stream"}}
+
+
+def find_orphans(db: Database, spec: Spec, sample_size: int = 5) -> OrphanReport:
+    """Count orphans in every spec'd column and sample a few per foreign key. Read-only."""
+    rows, samples = [], {}
+    with db.read_only() as conn:
+        for fk in spec.foreign_keys:
+            count = conn.execute(text(orphan_query(spec, fk, "count(*)"))).scalar()
+            result = conn.execute(text(orphan_query(spec, fk) + " LIMIT :n"), {"n": sample_size})
+            samples[fk.label] = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+            rows.append((fk.label, "foreign key", int(count), None, "delete in orphan_cleanup" if count else "none"))
+        for exc in spec.exceptions:
+            if exc.discriminator is None:
+                continue
+            if relation_kind(conn, spec.schema, exc.table) is None:
+                rows.append((exc.label, "event stream", 0, 0, "absent in this environment"))
+                continue
+            count, streams = conn.execute(text(stream_orphan_query(spec, exc)),
+                                          {"stream_type": exc.discriminator.value}).one()
+            rows.append((exc.label, "event stream", int(count), int(streams),
+                         "report only (append-only history)" if count else "none"))
+    summary = pd.DataFrame(rows, columns=["column", "kind", "orphan_rows", "orphan_streams", "action"])
+    summary["orphan_streams"] = summary["orphan_streams"].astype("Int64")
+    return OrphanReport(summary, samples)
+
+
+@dataclass
+class CleanupResult:
+    confirmed: bool
+    summary: pd.DataFrame                  # column, rows (deleted, or that would be)
+    rows: dict[str, pd.DataFrame]          # "table.column" -> the rows
+    quarantine_files: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return int(self.summary["rows"].sum())
+
+    def results(self) -> dict:
+        return {"confirmed": self.confirmed, "rows": dict(zip(self.summary["column"], self.summary["rows"].astype(int))),
+                "quarantine_files": self.quarantine_files}
+
+
+def clean_up_orphans(db: Database, spec: Spec, evidence_dir: str | Path, run_id: str,
+                     confirm: bool = False) -> CleanupResult:
+    """Without ``confirm``: show the orphan rows that would be deleted (read-only).
+
+    With ``confirm``: in ONE transaction, delete the orphan rows, copying each deleted row (as
+    jsonb, exactly as deleted) into ``fkrunbook_quarantine.orphan_rows`` and into
+    ``<evidence_dir>/quarantine/<table>.<column>.jsonl``; the transaction commits only after the
+    files are written and synced, so a row is never deleted without both copies.
+    """
+    if not confirm:
+        with db.read_only() as conn:
+            frames = {fk.label: _frame(conn.execute(text(orphan_query(spec, fk)))) for fk in spec.foreign_keys}
+        return CleanupResult(False, _summary(frames), frames)
+    if db.env.protected:
+        raise ProtectedEnvironmentError(db.env.name, "orphan clean-up")
+    out = Path(evidence_dir) / "quarantine"
+    out.mkdir(parents=True, exist_ok=True)
+    frames, files = {}, []
+    with db.transaction() as conn:
+        _ensure_quarantine(conn)
+        for fk in spec.foreign_keys:
+            deleted = conn.execute(text(
+                f"WITH gone AS (DELETE FROM {qualified(spec.schema, fk.table)} c WHERE {orphan_predicate(spec, fk)} "
+                f"RETURNING c.*) "
+                f"INSERT INTO {qualified(QUARANTINE_SCHEMA, QUARANTINE_TABLE)} "
+                f"(run_id, schema_name, table_name, column_name, row_data) "
+                f"SELECT :run_id, :schema, :table, :column, to_jsonb(gone) FROM gone RETURNING row_data"),
+                {"run_id": run_id, "schema": spec.schema, "table": fk.table, "column": fk.column}).scalars().all()
+            path = out / f"{fk.table}.{fk.column}.jsonl"
+            _write_synced(path, deleted)
+            files.append(str(path))
+            frames[fk.label] = pd.DataFrame(deleted)
+    return CleanupResult(True, _summary(frames), frames, files)
+
+
+def _ensure_quarantine(conn) -> None:
+    conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {ident(QUARANTINE_SCHEMA)}"))
+    conn.execute(text(
+        f"CREATE TABLE IF NOT EXISTS {qualified(QUARANTINE_SCHEMA, QUARANTINE_TABLE)} ("
+        "id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, run_id text NOT NULL, schema_name text NOT NULL, "
+        "table_name text NOT NULL, column_name text NOT NULL, row_data jsonb NOT NULL, "
+        "quarantined_at timestamptz NOT NULL DEFAULT now())"))
+
+
+def _write_synced(path: Path, rows: list) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _frame(result) -> pd.DataFrame:
+    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def _summary(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    return pd.DataFrame([(label, len(frame)) for label, frame in frames.items()], columns=["column", "rows"])

@@ -1,0 +1,212 @@
+"""The runbook spec: which foreign keys to add and which organization references have none on purpose.
+
+Everything else (orphan queries, migration SQL, verification, cascade test, docs) is derived
+from a :class:`Spec`. Loading validates the shape and the identifiers; checking the spec
+against a live database is :func:`fkrunbook.catalog.check_spec`.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import SpecError
+
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+MAX_IDENTIFIER = 63
+ON_DELETE = {"cascade": "CASCADE", "restrict": "RESTRICT", "no action": "NO ACTION",
+             "set null": "SET NULL", "set default": "SET DEFAULT"}
+CLASSIFICATIONS = ("oversight", "recommended")
+DURATION = re.compile(r"^[0-9]+(ms|s|min|h)$")
+
+
+@dataclass(frozen=True)
+class Parent:
+    table: str
+    column: str
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    table: str
+    column: str
+    on_delete: str
+    classification: str
+    reason: str
+    constraint: str
+
+    @property
+    def on_delete_sql(self) -> str:
+        return ON_DELETE[self.on_delete]
+
+    @property
+    def label(self) -> str:
+        return f"{self.table}.{self.column}"
+
+
+@dataclass(frozen=True)
+class Discriminator:
+    column: str
+    value: str
+
+
+@dataclass(frozen=True)
+class IntentionalException:
+    table: str
+    column: str
+    reason: str
+    discriminator: Discriminator | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.table}.{self.column}"
+
+
+@dataclass(frozen=True)
+class MigrationSettings:
+    version: str
+    lock_timeout: str
+    statement_timeout: str
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    schema: str
+    parent: Parent
+    migration: MigrationSettings
+    foreign_keys: tuple[ForeignKey, ...]
+    exceptions: tuple[IntentionalException, ...]
+    path: str = ""
+    sha256: str = field(default="", compare=False)
+
+    @property
+    def child_tables(self) -> list[str]:
+        """Tables that get a foreign key, in spec order, without repeats."""
+        return list(dict.fromkeys(fk.table for fk in self.foreign_keys))
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a spec file; raise :class:`SpecError` naming the first problem."""
+    path = Path(path)
+    try:
+        raw_bytes = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(f"spec file {str(path)!r} does not exist; pass --spec with the path of a runbook spec "
+                        "(e.g. runbooks/add_missing_org_fk_constraints.yaml)", path=str(path)) from None
+    except OSError as err:
+        raise SpecError(f"spec file {str(path)!r} cannot be read ({err.strerror}); check its permissions",
+                        path=str(path)) from None
+    try:
+        raw = yaml.safe_load(raw_bytes)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"spec file {str(path)!r} is not valid YAML{where}; fix the syntax", path=str(path)) from None
+    spec = parse_spec(raw, source=str(path))
+    return Spec(**{**spec.__dict__, "path": str(path), "sha256": hashlib.sha256(raw_bytes).hexdigest()})
+
+
+def parse_spec(raw: object, source: str = "<spec>") -> Spec:
+    """Build a :class:`Spec` from already-parsed YAML, validating every field."""
+    p = _Parser(source)
+    doc = p.mapping(raw, "the document")
+    schema = p.identifier(doc, "schema", "the document", default="public")
+    parent_raw = p.mapping(p.required(doc, "parent", "the document"), "parent")
+    parent = Parent(table=p.identifier(parent_raw, "table", "parent"),
+                    column=p.identifier(parent_raw, "column", "parent", default="id"))
+    mig_raw = p.mapping(p.required(doc, "migration", "the document"), "migration")
+    version = str(p.required(mig_raw, "version", "migration"))
+    if not re.fullmatch(r"[0-9]{14}", version):
+        p.fail(f"migration.version {version!r} must be 14 digits, YYYYMMDDHHMMSS (quote it in YAML)")
+    migration = MigrationSettings(
+        version=version,
+        lock_timeout=p.duration(mig_raw, "lock_timeout", "migration", "3s"),
+        statement_timeout=p.duration(mig_raw, "statement_timeout", "migration", "15min"),
+    )
+    fks = []
+    for i, item in enumerate(p.sequence(p.required(doc, "foreign_keys", "the document"), "foreign_keys")):
+        where = f"foreign_keys[{i}]"
+        item = p.mapping(item, where)
+        table, column = p.identifier(item, "table", where), p.identifier(item, "column", where)
+        on_delete = str(p.required(item, "on_delete", where)).lower()
+        if on_delete not in ON_DELETE:
+            p.fail(f"{where}.on_delete {on_delete!r} is not one of: {', '.join(ON_DELETE)}")
+        classification = str(p.required(item, "classification", where))
+        if classification not in CLASSIFICATIONS:
+            p.fail(f"{where}.classification {classification!r} is not one of: {', '.join(CLASSIFICATIONS)}")
+        default_name = f"{table}_{column}_fkey"
+        constraint = p.identifier(item, "constraint", where, default=default_name[:MAX_IDENTIFIER])
+        fks.append(ForeignKey(table, column, on_delete, classification, p.text(item, "reason", where), constraint))
+    if not fks:
+        p.fail("foreign_keys is empty; list at least one foreign key to add")
+    exceptions = []
+    for i, item in enumerate(p.sequence(doc.get("intentional_exceptions") or [], "intentional_exceptions")):
+        where = f"intentional_exceptions[{i}]"
+        item = p.mapping(item, where)
+        disc = None
+        if item.get("discriminator") is not None:
+            d = p.mapping(item["discriminator"], f"{where}.discriminator")
+            disc = Discriminator(p.identifier(d, "column", f"{where}.discriminator"),
+                                 str(p.required(d, "value", f"{where}.discriminator")))
+        exceptions.append(IntentionalException(p.identifier(item, "table", where), p.identifier(item, "column", where),
+                                               p.text(item, "reason", where), disc))
+    labels = [fk.label for fk in fks] + [e.label for e in exceptions]
+    for label in labels:
+        if labels.count(label) > 1:
+            p.fail(f"{label} is listed twice; each column appears once, as a foreign key or as an exception")
+    names = [fk.constraint for fk in fks]
+    for name in names:
+        if names.count(name) > 1:
+            p.fail(f"constraint name {name!r} is used twice; give one of them a distinct 'constraint:'")
+    name = p.identifier(doc, "name", "the document")
+    return Spec(name=name, schema=schema, parent=parent, migration=migration,
+                foreign_keys=tuple(fks), exceptions=tuple(exceptions), path=source)
+
+
+class _Parser:
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, message: str):
+        raise SpecError(f"spec {self.source}: {message}", path=self.source)
+
+    def mapping(self, value, where):
+        if not isinstance(value, dict):
+            self.fail(f"{where} must be a mapping of keys to values, not {type(value).__name__}")
+        return value
+
+    def sequence(self, value, where):
+        if not isinstance(value, list):
+            self.fail(f"{where} must be a list, not {type(value).__name__}")
+        return value
+
+    def required(self, mapping, key, where):
+        if mapping.get(key) in (None, ""):
+            self.fail(f"{where} has no {key!r}; add it")
+        return mapping[key]
+
+    def identifier(self, mapping, key, where, default=None):
+        value = mapping.get(key, default)
+        if value in (None, ""):
+            self.fail(f"{where} has no {key!r}; add it")
+        value = str(value)
+        if not IDENTIFIER.fullmatch(value) or len(value) > MAX_IDENTIFIER:
+            self.fail(f"{where}.{key} {value!r} is not a plain PostgreSQL identifier "
+                      f"(lower-case letters, digits and _, at most {MAX_IDENTIFIER} characters)")
+        return value
+
+    def text(self, mapping, key, where):
+        value = self.required(mapping, key, where)
+        if not isinstance(value, str) or not value.strip():
+            self.fail(f"{where}.{key} must be a non-empty text")
+        return " ".join(value.split())
+
+    def duration(self, mapping, key, where, default):
+        value = str(mapping.get(key, default))
+        if not DURATION.fullmatch(value):
+            self.fail(f"{where}.{key} {value!r} must be a PostgreSQL duration like 3s, 500ms or 15min")
+        return value
