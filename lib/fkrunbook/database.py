@@ -31,11 +31,13 @@ class Database:
         self.engine = create_engine("postgresql+psycopg://", creator=self.connect_raw, poolclass=NullPool)
 
     # -- connections ---------------------------------------------------------------------------
-    def connect_raw(self, autocommit: bool = False) -> psycopg.Connection:
-        """A plain psycopg connection (the engine's creator). Errors come out redacted."""
+    def connect_raw(self, autocommit: bool = False, read_only: bool = False) -> psycopg.Connection:
+        """A plain psycopg connection (the engine's creator). Errors come out redacted.
+        ``read_only`` makes every transaction on it READ ONLY (for the notebooks' ``%sql``)."""
+        options = {"options": "-c default_transaction_read_only=on"} if read_only else {}
         try:
             return psycopg.connect(self._url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=autocommit,
-                                   application_name="fkrunbook")
+                                   application_name="fkrunbook", **options)
         except psycopg.Error as err:
             raise ConnectionFailedError(
                 f"cannot connect to environment {self.env.name!r}: {self.redact(_first_line(err))}; "

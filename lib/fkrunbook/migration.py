@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from IPython.display import Markdown
 from sqlalchemy import text
 
 from . import history
@@ -136,6 +137,12 @@ class MigrationPlan:
     @property
     def to_run(self) -> list[str]:
         return list(self.statements.loc[self.statements["action"] == "run", "statement"])
+
+    def show_sql(self) -> Markdown:
+        """The full text of each pending file of this runbook, as it will be applied."""
+        if not self.pending:
+            return Markdown("_No pending migration file: nothing to apply._")
+        return Markdown("\n\n".join(f"**{m.filename}**\n\n```sql\n{m.path.read_text()}```" for m in self.pending))
 
     def results(self) -> dict:
         return {"statements_to_run": len(self.to_run),

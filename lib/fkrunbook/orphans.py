@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from IPython.display import Markdown
 from sqlalchemy import text
 
 from .catalog import relation_kind
 from .database import Database
-from .errors import ProtectedEnvironmentError
+from .errors import OrphansPresentError, ProtectedEnvironmentError
 from .spec import ForeignKey, IntentionalException, Spec
 from .sqltext import ident, qualified
 
@@ -64,6 +65,13 @@ class OrphanReport:
         total = sum(self.fk_orphans.values())
         return (f"NO-GO for apply: {total} orphan rows in the foreign-key columns; "
                 "run orphan_cleanup (dry run first, then confirm=True).")
+
+    def conclude(self, fail: bool = False) -> Markdown:
+        """The verdict, for display; with ``fail``, raise :class:`OrphansPresentError` when not clean
+        (a scheduled orphan detection should fail loudly)."""
+        if fail and not self.clean:
+            raise OrphansPresentError(self.fk_orphans)
+        return Markdown(f"**{self.verdict}**")
 
     def results(self) -> dict:
         return {"orphans": self.fk_orphans, "clean": self.clean,
@@ -141,7 +149,7 @@ def clean_up_orphans(db: Database, spec: Spec, evidence_dir: str | Path, run_id:
                 {"run_id": run_id, "schema": spec.schema, "table": fk.table, "column": fk.column}).scalars().all()
             path = out / f"{fk.table}.{fk.column}.jsonl"
             _write_synced(path, deleted)
-            files.append(str(path))
+            files.append(str(path.relative_to(Path(evidence_dir))))
             frames[fk.label] = pd.DataFrame(deleted)
     return CleanupResult(True, _summary(frames), frames, files)
 

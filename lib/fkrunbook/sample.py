@@ -139,24 +139,24 @@ def _count_mod(n: int, m: int, residues: set[int]) -> int:
     return sum(full + (1 if r < rest else 0) for r in residues)
 
 
-def ensure_local_database(server, database: str, rows: int = 2000, reset: bool = False) -> bool:
+def ensure_local_database(server, database: str, rows: int = 2000, reset: bool = False) -> SampleData | None:
     """Create the local database on ``server`` (a :class:`fkrunbook.server.LocalServer`) with the
     baseline schema and sample data if it does not exist, or, with ``reset``, drop and recreate it.
     It is built under a temporary name and renamed when complete, so an interrupted build never
-    leaves a half-loaded database behind. Return whether it was (re)created."""
+    leaves a half-loaded database behind. Return what was generated, or None if it already existed."""
     loading = f"{database}__loading"
     with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
         exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
         if exists and not reset:
-            return False
+            return None
         for name in (loading, database) if exists else (loading,):
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(loading)))
         try:
             with psycopg.connect(server.url(loading)) as conn:
                 load_baseline(conn)
-                generate_data(conn, rows=rows)
+                data = generate_data(conn, rows=rows)
         except psycopg.Error as err:
             raise LocalServerError(f"could not load sample data into the local database: {err}") from None
         admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(loading), sql.Identifier(database)))
-    return True
+    return data

@@ -1,0 +1,195 @@
+"""Run phases of the runbook with papermill, in order, keeping every executed notebook as evidence.
+
+``run_phases`` reads like a recipe: check everything first (environment, URL variable, database,
+spec, phase names), open the run folder, then execute each phase notebook into it and stop at the
+first failure. ``manifest.json`` is rewritten after every step, so a run killed midway still says
+how far it got.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .catalog import check_spec
+from .database import connect
+from .environment import get_environment
+from .errors import EnvironmentConfigError, PhaseFailedError, PhaseUnknownError
+from .phase import PHASES, new_run_id
+from .spec import load_spec
+
+SPEC_FILE = "runbooks/add_missing_org_fk_constraints.yaml"
+ENVIRONMENTS_FILE = "runbooks/environments.yaml"
+
+
+@dataclass(frozen=True)
+class Project:
+    """Where the runbook's files are: notebooks/, runbooks/, supabase/migrations/, audit/."""
+    root: Path
+
+    @property
+    def notebooks(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def spec(self) -> Path:
+        return self.root / SPEC_FILE
+
+    @property
+    def environments(self) -> Path:
+        return self.root / ENVIRONMENTS_FILE
+
+    @property
+    def migrations(self) -> Path:
+        return self.root / "supabase" / "migrations"
+
+    @property
+    def audit(self) -> Path:
+        return self.root / "audit"
+
+
+def find_project(start: str | Path | None = None) -> Project:
+    """The nearest folder at or above ``start`` holding notebooks/ and runbooks/environments.yaml."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in [here, *here.parents]:
+        if (folder / ENVIRONMENTS_FILE).is_file() and (folder / "notebooks").is_dir():
+            return Project(folder)
+    raise EnvironmentConfigError(f"no fkrunbook project at or above {here} (a folder with notebooks/ and "
+                                 f"{ENVIRONMENTS_FILE}); run from the project folder or pass --project")
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    manifest: dict
+
+    @property
+    def succeeded(self) -> bool:
+        return self.manifest["status"] == "succeeded"
+
+
+def resolve_phases(names: list[str] | None) -> list[str]:
+    if not names:
+        return list(PHASES)
+    for name in names:
+        if name not in PHASES:
+            raise PhaseUnknownError(name, list(PHASES))
+    return [p for p in PHASES if p in names]  # always in runbook order
+
+
+def run_phases(project: Project, env: str, phases: list[str] | None = None, *, spec_path: str | Path | None = None,
+               environments_path: str | Path | None = None, audit_dir: str | Path | None = None,
+               parameters: dict | None = None, run_id: str | None = None, cell_timeout: int | None = 1800,
+               on_event: Callable[[str, dict], None] | None = None) -> RunResult:
+    """Execute the phases against ``env``; raise :class:`PhaseFailedError` after writing the evidence
+    of the first phase that fails. Nothing runs when a preflight check fails."""
+    import papermill
+
+    notify = on_event or (lambda kind, info: None)
+    selected = resolve_phases(phases)
+    spec_path = Path(spec_path or project.spec).resolve()
+    environments_path = Path(environments_path or project.environments).resolve()
+    audit_dir = Path(audit_dir or project.audit).resolve()
+    # Preflight: every error a person is likely to make surfaces here, before any notebook runs.
+    spec = load_spec(spec_path)
+    environment = get_environment(env, environments_path)
+    db = connect(environment)
+    with db.read_only() as conn:
+        check_spec(conn, spec, environment.name)
+
+    run_id = run_id or new_run_id()
+    run_dir = audit_dir / environment.name / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    rel = lambda p: os.path.relpath(p, project.notebooks)  # noqa: E731 - paths as the notebooks see them
+    parameters = dict(parameters or {})
+    if parameters.get("docs_dir"):
+        parameters["docs_dir"] = rel(Path(parameters["docs_dir"]).resolve())
+    base_parameters = {"env": environment.name, "run_id": run_id, "spec_path": rel(spec_path),
+                       "environments_path": rel(environments_path), "audit_dir": rel(audit_dir),
+                       "migrations_dir": rel(project.migrations)}
+    manifest = {
+        "run_id": run_id, "environment": environment.name, "status": "running",
+        "started_at": _now(), "ended_at": None, "operator": getpass.getuser(), "host": socket.gethostname(),
+        "spec": {"file": spec_path.name, "sha256": spec.sha256},
+        "parameters": {**base_parameters, **parameters},
+        "phases": [{"name": name, "status": "pending", "notebook": PHASES[name]} for name in selected],
+    }
+    _write_manifest(run_dir, manifest)
+    for index, entry in enumerate(manifest["phases"], start=1):
+        name = entry["name"]
+        entry.update(status="running", started_at=_now())
+        _write_manifest(run_dir, manifest)
+        notify("phase_started", {"index": index, "total": len(selected), "phase": name})
+        started = time.monotonic()
+        error = None
+        try:
+            papermill.execute_notebook(
+                str(project.notebooks / PHASES[name]), str(run_dir / PHASES[name]),
+                parameters={**base_parameters, **_phase_parameters(name, parameters)},
+                cwd=str(project.notebooks), kernel_name="python3", progress_bar=False,
+                execution_timeout=cell_timeout, report_mode=False, kernel_manager_class=_ipc_kernel_manager())
+        except papermill.PapermillExecutionError as err:
+            error = f"{err.ename}: {err.evalue}"
+        except Exception as err:  # kernel death, cell timeout: the notebook may be partly written
+            error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        entry.update(status="failed" if error else "succeeded", ended_at=_now(),
+                     duration_s=round(time.monotonic() - started, 2), results=_results(run_dir, name))
+        if error:
+            entry["error"] = db.redact(error)
+        notify("phase_finished", {"index": index, "total": len(selected), "phase": name, **entry})
+        if error:
+            for later in manifest["phases"][index:]:
+                later["status"] = "skipped"
+            manifest.update(status="failed", ended_at=_now())
+            _write_manifest(run_dir, manifest)
+            raise PhaseFailedError(f"phase {name} failed: {entry['error']}; see {run_dir / PHASES[name]}",
+                                   phase=name, notebook=str(run_dir / PHASES[name]), run_id=run_id)
+        _write_manifest(run_dir, manifest)
+    manifest.update(status="succeeded", ended_at=_now())
+    _write_manifest(run_dir, manifest)
+    return RunResult(run_id, run_dir, manifest)
+
+
+# Which extra parameters each notebook declares (so papermill does not warn about unknown ones).
+PHASE_PARAMETERS = {
+    "orphan_check": ("sample_size", "fail_on_orphans"),
+    "orphan_cleanup": ("confirm",),
+    "docs_update": ("docs_dir", "write"),
+}
+
+
+def _phase_parameters(name: str, parameters: dict) -> dict:
+    return {k: v for k, v in parameters.items() if k in PHASE_PARAMETERS.get(name, ())}
+
+
+def _ipc_kernel_manager():
+    """Kernels talk to the runner over local IPC sockets, not unencrypted TCP."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return IPCKernelManager
+
+
+def _results(run_dir: Path, phase: str) -> dict:
+    path = run_dir / f"{phase}.results.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_manifest(run_dir: Path, manifest: dict) -> None:
+    tmp = run_dir / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    os.replace(tmp, run_dir / "manifest.json")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
