@@ -1,0 +1,115 @@
+"""Real PostgreSQL for every test: one embedded server per session, a fresh database per test
+(cloned from a template holding the baseline schema and sample data)."""
+from __future__ import annotations
+
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from fkrunbook import connect, load_spec
+from fkrunbook.environment import get_environment
+from fkrunbook.sample import generate_data, load_baseline
+from fkrunbook.server import LocalServer, ensure_server, stop_server
+
+PROJECT = Path(__file__).resolve().parents[1]
+SPEC = PROJECT / "runbooks" / "add_missing_org_fk_constraints.yaml"
+TEMPLATE = "fkrunbook_template"
+ROWS = 400
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> LocalServer:
+    data_dir = tmp_path_factory.mktemp("pg") / "embedded"
+    srv = ensure_server(data_dir)
+    with psycopg.connect(srv.url(), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+    with psycopg.connect(srv.url(TEMPLATE)) as conn:
+        load_baseline(conn)
+        srv_data = generate_data(conn, rows=ROWS)
+    srv.__dict__["sample"] = srv_data  # frozen dataclass: attach the expected counts for tests
+    yield srv
+    stop_server(data_dir)
+
+
+@dataclass
+class TestDatabase:
+    """A fresh database and an environments file that reaches it through an environment variable."""
+    name: str
+    url: str
+    environments: Path
+    env: str = "test"
+
+    def connect(self, env: str | None = None):
+        return connect(get_environment(env or self.env, self.environments))
+
+    def sql(self, statement: str, params=None):
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            cur = conn.execute(statement, params)
+            return cur.fetchall() if cur.description else None
+
+
+ENVIRONMENTS_YAML = """environments:
+  test:
+    kind: url
+    url_env: FKRUNBOOK_TEST_URL
+  guarded:
+    kind: url
+    url_env: FKRUNBOOK_TEST_URL
+    protected: true
+  unset:
+    kind: url
+    url_env: FKRUNBOOK_NEVER_SET_URL
+"""
+
+
+@pytest.fixture
+def database(server, tmp_path, monkeypatch) -> TestDatabase:
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server.url(), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
+    envs = tmp_path / "environments.yaml"
+    envs.write_text(ENVIRONMENTS_YAML)
+    url = server.url(name)
+    monkeypatch.setenv("FKRUNBOOK_TEST_URL", url)
+    monkeypatch.delenv("FKRUNBOOK_NEVER_SET_URL", raising=False)
+    yield TestDatabase(name, url, envs)
+    with psycopg.connect(server.url(), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def spec():
+    return load_spec(SPEC)
+
+
+@pytest.fixture
+def sample(server):
+    return server.sample
+
+
+@pytest.fixture
+def project_copy(tmp_path) -> Path:
+    """A copy of the project's runbook files (notebooks, runbooks, migrations) in a temp folder."""
+    dest = tmp_path / "project"
+    for part in ("notebooks", "runbooks", "supabase"):
+        shutil.copytree(PROJECT / part, dest / part)
+    return dest
+
+
+def schema_state(db_url: str) -> dict:
+    """Everything a failed command must leave untouched: constraints, row counts, history."""
+    with psycopg.connect(db_url) as conn:
+        fks = conn.execute("SELECT conrelid::regclass::text, conname, convalidated FROM pg_constraint "
+                           "WHERE contype = 'f' ORDER BY 1, 2").fetchall()
+        counts = {t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0]
+                  for t in ("organizations_projection", "impersonation_sessions_projection",
+                            "cross_tenant_access_grants_projection", "domain_events", "workflow_queue_projection")}
+        history = conn.execute("SELECT to_regclass('supabase_migrations.schema_migrations') IS NOT NULL").fetchone()[0]
+        versions = conn.execute("SELECT version FROM supabase_migrations.schema_migrations ORDER BY 1").fetchall() \
+            if history else []
+    return {"fks": fks, "counts": counts, "versions": versions}

@@ -1,0 +1,60 @@
+import pytest
+
+from fkrunbook.catalog import check_spec, foreign_key_states
+from fkrunbook.errors import SpecMismatchError
+from fkrunbook.spec import parse_spec
+
+from .test_spec import _raw
+
+
+def _check(database, spec):
+    with database.connect().read_only() as conn:
+        return check_spec(conn, spec, "test")
+
+
+def test_check_spec_passes_on_the_baseline(database, spec):
+    frame = _check(database, spec)
+    assert list(frame["status"]) == ["ok"] * 7
+    assert frame.set_index("column").loc["unprocessed_events.stream_id", "relation"] == "view"
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda r: r["foreign_keys"][0].update(table="impersonation_sessions"),
+     "table public.impersonation_sessions (foreign key impersonation_sessions.target_org_id) does not exist"),
+    (lambda r: r["foreign_keys"][0].update(column="target_organization_id"),
+     "column impersonation_sessions_projection.target_organization_id does not exist"),
+    (lambda r: (r["foreign_keys"][0].update(table="unprocessed_events", column="stream_id"),
+                r["intentional_exceptions"].pop()),
+     "public.unprocessed_events is a view: a foreign key needs a table"),
+    (lambda r: r["foreign_keys"][0].update(column="session_id"),
+     "column impersonation_sessions_projection.session_id is text but organizations_projection.id is uuid"),
+    (lambda r: r["parent"].update(table="organizations"), "parent table public.organizations does not exist"),
+    (lambda r: r["parent"].update(column="slug_missing"), "parent column organizations_projection.slug_missing"),
+    (lambda r: r["parent"].update(column="name"), "is not a primary key or unique"),
+    (lambda r: r["intentional_exceptions"][0].update(column="stream_uuid"),
+     "column domain_events.stream_uuid (intentional exception"),
+])
+def test_check_spec_mismatch_is_one_clear_line(database, mutate, expected):
+    raw = _raw()
+    mutate(raw)
+    with pytest.raises(SpecMismatchError) as info:
+        _check(database, parse_spec(raw, "spec.yaml"))
+    assert expected in str(info.value)
+    assert "in environment 'test'; fix the spec" in str(info.value)
+
+
+def test_exception_table_absent_is_reported_not_fatal(database, spec):
+    database.sql("DROP VIEW unprocessed_events")
+    frame = _check(database, spec).set_index("column")
+    assert frame.loc["unprocessed_events.stream_id", "relation"] == "absent"
+
+
+def test_foreign_key_state_finds_a_differently_named_key(database, spec):
+    database.sql("DELETE FROM impersonation_sessions_projection s WHERE NOT EXISTS "
+                 "(SELECT 1 FROM organizations_projection o WHERE o.id = s.target_org_id)")
+    database.sql("ALTER TABLE impersonation_sessions_projection ADD CONSTRAINT legacy_org_fk "
+                 "FOREIGN KEY (target_org_id) REFERENCES organizations_projection (id) NOT VALID")
+    with database.connect().read_only() as conn:
+        state = foreign_key_states(conn, spec)[0]
+    assert state.exists and state.name == "legacy_org_fk" and not state.validated
+    assert state.on_delete == "no action" and not state.matches

@@ -1,0 +1,93 @@
+import json
+import os
+
+import pytest
+
+from fkrunbook.errors import OrphansPresentError, ProtectedEnvironmentError
+from fkrunbook.orphans import clean_up_orphans, find_orphans
+
+from .conftest import schema_state
+
+
+def test_find_orphans_counts_exactly_the_planted_ones(database, spec, sample):
+    report = find_orphans(database.connect(), spec)
+    assert report.fk_orphans == sample.orphans
+    streams = report.summary.set_index("column")["orphan_rows"]
+    for table, count in sample.orphan_streams.items():
+        assert streams[f"{table}.stream_id"] == count
+    assert not report.clean and report.verdict.startswith("NO-GO")
+    assert all(len(frame) == 5 for frame in report.samples.values())
+
+
+def test_soft_deleted_organizations_are_not_orphans(database, spec, sample):
+    soft = database.sql("SELECT count(*) FROM organizations_projection WHERE deleted_at IS NOT NULL")[0][0]
+    assert soft == sample.soft_deleted > 0
+    database.sql("DELETE FROM organizations_projection WHERE deleted_at IS NOT NULL")
+    after = find_orphans(database.connect(), spec).fk_orphans
+    assert sum(after.values()) > sum(sample.orphans.values())  # their children only become orphans when hard-deleted
+
+
+def test_null_in_a_nullable_column_is_not_an_orphan(database, spec, sample):
+    database.sql("ALTER TABLE impersonation_sessions_projection ALTER COLUMN target_org_id DROP NOT NULL")
+    database.sql("UPDATE impersonation_sessions_projection SET target_org_id = NULL WHERE session_id = 'sess-1'")
+    counts = find_orphans(database.connect(), spec).fk_orphans
+    assert counts["impersonation_sessions_projection.target_org_id"] == \
+        sample.orphans["impersonation_sessions_projection.target_org_id"]
+
+
+def test_conclude_fails_on_orphans_only_when_asked(database, spec):
+    report = find_orphans(database.connect(), spec)
+    assert "NO-GO" in report.conclude().data
+    with pytest.raises(OrphansPresentError, match="run the orphan_check and orphan_cleanup phases first"):
+        report.conclude(fail=True)
+
+
+def test_cleanup_dry_run_changes_nothing(database, spec, sample, tmp_path):
+    before = schema_state(database.url)
+    result = clean_up_orphans(database.connect(), spec, tmp_path, "run-1", confirm=False)
+    assert dict(zip(result.summary["column"], result.summary["rows"])) == sample.orphans
+    assert schema_state(database.url) == before
+    assert not (tmp_path / "quarantine").exists()
+
+
+def test_cleanup_keeps_an_exact_copy_of_every_deleted_row(database, spec, sample, tmp_path):
+    orphan_rows = {}
+    for fk in spec.foreign_keys:
+        orphan_rows[fk.label] = {r[0]["id"]: r[0] for r in database.sql(
+            f"SELECT to_jsonb(c) FROM {fk.table} c WHERE NOT EXISTS "
+            f"(SELECT 1 FROM organizations_projection o WHERE o.id = c.{fk.column})")}
+    result = clean_up_orphans(database.connect(), spec, tmp_path, "run-1", confirm=True)
+    assert find_orphans(database.connect(), spec).clean
+    quarantined = {row[0]["id"]: row[0] for row in database.sql(
+        "SELECT row_data FROM fkrunbook_quarantine.orphan_rows WHERE run_id = 'run-1'")}
+    on_disk = {}
+    for name in os.listdir(tmp_path / "quarantine"):
+        for line in (tmp_path / "quarantine" / name).read_text().splitlines():
+            row = json.loads(line)
+            on_disk[row["id"]] = row
+    every_orphan = {k: v for rows in orphan_rows.values() for k, v in rows.items()}
+    assert result.total == len(every_orphan)  # a row orphaned in two columns is deleted (and kept) once
+    assert quarantined == every_orphan == on_disk  # jsonb, arrays and timestamps exactly as they were
+    restore = database.sql("SELECT count(*) FROM fkrunbook_quarantine.orphan_rows q, "
+                           "jsonb_populate_record(NULL::impersonation_sessions_projection, q.row_data) r "
+                           "WHERE q.table_name = 'impersonation_sessions_projection'")[0][0]
+    assert restore == sample.orphans["impersonation_sessions_projection.target_org_id"]
+
+
+def test_cleanup_refuses_on_a_protected_environment(database, spec, tmp_path):
+    before = schema_state(database.url)
+    with pytest.raises(ProtectedEnvironmentError, match="'guarded' is protected: orphan clean-up refuses"):
+        clean_up_orphans(database.connect("guarded"), spec, tmp_path, "run-1", confirm=True)
+    assert schema_state(database.url) == before
+
+
+def test_cleanup_deletes_nothing_when_its_copy_cannot_be_written(database, spec, tmp_path):
+    before = schema_state(database.url)
+    blocked = tmp_path / "evidence"
+    blocked.mkdir()
+    (blocked / "quarantine").mkdir()
+    (blocked / "quarantine" / f"{spec.foreign_keys[1].table}.{spec.foreign_keys[1].column}.jsonl").mkdir()
+    with pytest.raises(IsADirectoryError):
+        clean_up_orphans(database.connect(), spec, blocked, "run-1", confirm=True)
+    assert schema_state(database.url) == before
+    assert database.sql("SELECT to_regclass('fkrunbook_quarantine.orphan_rows')")[0][0] is None

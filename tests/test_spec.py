@@ -1,0 +1,81 @@
+import pytest
+import yaml
+
+from fkrunbook.errors import SpecError
+from fkrunbook.spec import load_spec, parse_spec
+
+from .conftest import SPEC
+
+
+def test_spec_lists_the_three_foreign_keys_and_three_exceptions(spec):
+    assert [fk.label for fk in spec.foreign_keys] == [
+        "impersonation_sessions_projection.target_org_id",
+        "cross_tenant_access_grants_projection.provider_org_id",
+        "cross_tenant_access_grants_projection.consultant_org_id",
+    ]
+    assert {fk.classification for fk in spec.foreign_keys} == {"oversight", "recommended"}
+    assert all(fk.on_delete == "cascade" and fk.reason for fk in spec.foreign_keys)
+    assert [e.label for e in spec.exceptions] == [
+        "domain_events.stream_id", "workflow_queue_projection.stream_id", "unprocessed_events.stream_id"]
+    assert all(e.discriminator and e.discriminator.column == "stream_type" for e in spec.exceptions)
+    assert spec.parent.table == "organizations_projection" and spec.parent.column == "id"
+    assert len(spec.sha256) == 64
+
+
+def _raw():
+    return yaml.safe_load(SPEC.read_text())
+
+
+def _error(raw) -> str:
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_spec_missing_file_names_the_path_and_the_fix(tmp_path):
+    with pytest.raises(SpecError, match="does not exist; pass --spec"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_spec_invalid_yaml_names_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nforeign_keys: [\n")
+    with pytest.raises(SpecError, match="not valid YAML at line"):
+        load_spec(bad)
+
+
+def test_spec_rejects_identifier_with_semicolon():
+    raw = _raw()
+    raw["foreign_keys"][0]["table"] = "x; drop table y"
+    assert "foreign_keys[0].table 'x; drop table y' is not a plain PostgreSQL identifier" in _error(raw)
+
+
+def test_spec_rejects_identifier_with_quote():
+    raw = _raw()
+    raw["parent"]["column"] = 'id"--'
+    assert "parent.column" in _error(raw)
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda r: r.pop("parent"), "has no 'parent'"),
+    (lambda r: r["foreign_keys"][0].update(on_delete="explode"), "on_delete 'explode' is not one of"),
+    (lambda r: r["foreign_keys"][0].update(classification="maybe"), "classification 'maybe'"),
+    (lambda r: r["foreign_keys"][0].pop("reason"), "has no 'reason'"),
+    (lambda r: r.update(foreign_keys=[]), "foreign_keys is empty"),
+    (lambda r: r.update(foreign_keys={"a": 1}), "foreign_keys must be a list"),
+    (lambda r: r["migration"].update(version="2026"), "must be 14 digits"),
+    (lambda r: r["migration"].update(lock_timeout="soon"), "must be a PostgreSQL duration"),
+    (lambda r: r["foreign_keys"].append(dict(r["foreign_keys"][0])), "is listed twice"),
+    (lambda r: r["intentional_exceptions"][0].update(column="target_org_id", table="impersonation_sessions_projection"),
+     "is listed twice"),
+])
+def test_spec_malformed_gets_one_clear_line(mutate, expected):
+    raw = _raw()
+    mutate(raw)
+    assert expected in _error(raw)
+
+
+def test_spec_document_not_a_mapping():
+    assert "the document must be a mapping" in _error(["a", "list"])
