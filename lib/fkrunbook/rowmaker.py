@@ -128,6 +128,10 @@ class RowMaker:
         tag = f"fkrunbook-cascade-{uuid.uuid4().hex[:12]}"
         found = []
         for definition in col.check_defs:
+            for pattern in re.findall(r"~\*?\s*'((?:[^']|'')*)'", definition):
+                example = example_for_regex(pattern.replace("''", "'"))
+                if example is not None:
+                    found.append(example)
             found += [m.replace("''", "'") for m in re.findall(r"'((?:[^']|'')*)'", definition)]
             for number in re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])", definition):
                 found += [number, str(float(number) + 1) if "." in number else str(int(number) + 1)]
@@ -244,6 +248,50 @@ class RowMaker:
             choice[c] += 1
             if choice[c] % len(pools[c]):
                 break
+
+
+def example_for_regex(pattern: str) -> str | None:
+    """A short string matching a (simple) regular expression, or None when it cannot tell."""
+    import re._parser as sre_parse  # Python 3.11+
+    from re import _constants as c
+
+    def build(items) -> str:
+        out = []
+        for op, arg in items:
+            if op is c.LITERAL:
+                out.append(chr(arg))
+            elif op is c.IN:
+                out.append(_first_in(arg))
+            elif op is c.ANY:
+                out.append("a")
+            elif op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
+                low, _high, body = arg
+                out.append(build(body) * max(low, 1))
+            elif op is c.SUBPATTERN:
+                out.append(build(arg[-1]))
+            elif op is c.BRANCH:
+                out.append(build(arg[1][0]))
+            elif op is c.AT:
+                continue
+            else:
+                raise ValueError(op)
+        return "".join(out)
+
+    def _first_in(items) -> str:
+        for op, arg in items:
+            if op is c.LITERAL:
+                return chr(arg)
+            if op is c.RANGE:
+                return chr(arg[0])
+            if op is c.CATEGORY:
+                return {"CATEGORY_DIGIT": "0", "CATEGORY_SPACE": " "}.get(str(arg), "a")
+        raise ValueError("negated or empty class")
+
+    try:
+        example = build(sre_parse.parse(pattern))
+        return example if re.search(pattern, example) else None
+    except (ValueError, re.error, TypeError):
+        return None
 
 
 def _looks_like(category: str, text: str) -> bool:

@@ -1,0 +1,92 @@
+import pytest
+
+from fkrunbook.cascade import validate_cascade
+from fkrunbook.errors import CascadeValidationError
+from fkrunbook.migration import apply_migration
+from fkrunbook.orphans import clean_up_orphans
+
+from .conftest import schema_state
+from .test_migration import MIGRATIONS
+
+
+def _apply(database, spec, tmp_path):
+    db = database.connect()
+    clean_up_orphans(db, spec, tmp_path, "clean", confirm=True)
+    apply_migration(db, spec, MIGRATIONS, {})
+    return db
+
+
+def test_cascade_removes_each_child_and_leaves_no_row_behind(database, spec, tmp_path):
+    db = _apply(database, spec, tmp_path)
+    before = schema_state(database.url)
+    result = validate_cascade(db, spec)
+    assert result.passed and result.counts_match
+    assert list(result.checks["column"]) == [fk.label for fk in spec.foreign_keys]
+    assert result.checks["cascaded"].all() and result.checks["organization_deleted"].all()
+    assert schema_state(database.url) == before
+
+
+def test_cascade_refuses_before_the_keys_exist(database, spec):
+    with pytest.raises(CascadeValidationError, match="no foreign key on impersonation_sessions_projection.target_org_id"
+                                                     " yet: run the apply phase first"):
+        validate_cascade(database.connect(), spec)
+
+
+def test_cascade_detects_a_key_that_does_not_cascade(database, spec, tmp_path):
+    db = database.connect()
+    clean_up_orphans(db, spec, tmp_path, "clean", confirm=True)
+    for fk in spec.foreign_keys:
+        on_delete = "SET NULL" if fk.column == "consultant_org_id" else "CASCADE"
+        database.sql(f"ALTER TABLE {fk.table} ALTER COLUMN {fk.column} DROP NOT NULL")
+        database.sql(f"ALTER TABLE {fk.table} ADD CONSTRAINT {fk.constraint} FOREIGN KEY ({fk.column}) "
+                     f"REFERENCES organizations_projection (id) ON DELETE {on_delete}")
+    before = schema_state(database.url)
+    with pytest.raises(CascadeValidationError, match="left rows behind in cross_tenant_access_grants_projection.consultant"):
+        validate_cascade(db, spec)
+    assert schema_state(database.url) == before
+
+
+# The team's real tables require more than the local fixture: extension types, enums, domains,
+# CHECKs with literal lists and ranges, UNIQUE texts, and foreign keys to other tables.
+RICHER_SCHEMA = """
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE TYPE session_channel AS ENUM ('web', 'cli', 'api');
+CREATE DOMAIN positive_int AS integer CHECK (VALUE > 0);
+CREATE TABLE users (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), email citext NOT NULL UNIQUE,
+                    role text NOT NULL CHECK (role IN ('super_admin', 'member')));
+ALTER TABLE organizations_projection
+    ADD COLUMN billing_email text NOT NULL DEFAULT 'billing@example.test' CHECK (billing_email LIKE '%@%'),
+    ADD COLUMN region citext NOT NULL DEFAULT 'eu' CHECK (region IN ('eu', 'us')),
+    ADD COLUMN seats positive_int NOT NULL DEFAULT 1;
+ALTER TABLE organizations_projection ALTER COLUMN billing_email DROP DEFAULT,
+    ALTER COLUMN region DROP DEFAULT, ALTER COLUMN seats DROP DEFAULT;
+ALTER TABLE impersonation_sessions_projection
+    ADD COLUMN channel session_channel NOT NULL DEFAULT 'web',
+    ADD COLUMN ticket_ref varchar(24) NOT NULL DEFAULT 'legacy' ,
+    ADD COLUMN risk_score integer NOT NULL DEFAULT 5 CHECK (risk_score BETWEEN 3 AND 7),
+    ADD COLUMN approved_by uuid;
+UPDATE impersonation_sessions_projection SET ticket_ref = left(session_id, 24), approved_by = NULL,
+    ended_at = CASE WHEN status = 'ended' THEN started_at END;
+ALTER TABLE impersonation_sessions_projection ALTER COLUMN channel DROP DEFAULT,
+    ALTER COLUMN ticket_ref DROP DEFAULT, ALTER COLUMN risk_score DROP DEFAULT,
+    ADD CONSTRAINT impersonation_ticket_unique UNIQUE (ticket_ref),
+    ADD CONSTRAINT impersonation_ended_needs_time CHECK (status <> 'ended' OR ended_at IS NOT NULL);
+ALTER TABLE cross_tenant_access_grants_projection
+    ADD COLUMN approver_id uuid REFERENCES users (id),
+    ADD COLUMN contract_no text NOT NULL DEFAULT 'c-0' CHECK (contract_no ~ '^c-[0-9]+$');
+UPDATE cross_tenant_access_grants_projection SET approver_id = NULL;
+ALTER TABLE cross_tenant_access_grants_projection ALTER COLUMN contract_no DROP DEFAULT,
+    ALTER COLUMN approver_id SET NOT NULL;
+"""
+
+
+def test_cascade_makes_rows_that_a_stricter_real_schema_accepts(database, spec, tmp_path):
+    database.sql("DELETE FROM cross_tenant_access_grants_projection")  # approver_id becomes NOT NULL below
+    database.sql(RICHER_SCHEMA)
+    db = _apply(database, spec, tmp_path)
+    before = schema_state(database.url)
+    users_before = database.sql("SELECT count(*) FROM users")[0][0]
+    result = validate_cascade(db, spec)
+    assert result.passed and result.counts_match
+    assert schema_state(database.url) == before
+    assert database.sql("SELECT count(*) FROM users")[0][0] == users_before == 0

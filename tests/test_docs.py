@@ -1,0 +1,55 @@
+from fkrunbook.docs import BEGIN, END, update_docs
+from fkrunbook.migration import apply_migration
+from fkrunbook.orphans import clean_up_orphans
+
+from .test_migration import MIGRATIONS
+
+
+def test_docs_diff_by_default_writes_nothing(database, spec, tmp_path):
+    docs = tmp_path / "docs"
+    change = update_docs(database.connect(), spec, docs)
+    assert change.changed == 6 and not change.files["written"].any()
+    assert "+++ b/tables/impersonation_sessions_projection.md" in change.diff
+    assert not docs.exists()
+
+
+def test_docs_write_then_second_run_changes_nothing(database, spec, tmp_path):
+    db = database.connect()
+    docs = tmp_path / "docs"
+    update_docs(db, spec, docs, write=True)
+    again = update_docs(db, spec, docs, write=True)
+    assert again.changed == 0 and again.diff == "" and not again.files["written"].any()
+    text = (docs / "tables" / "domain_events.md").read_text()
+    assert "### Intentionally missing foreign keys" in text and "polymorphic reference" in text
+
+
+def test_docs_show_drift_then_the_keys_after_apply(database, spec, tmp_path):
+    db = database.connect()
+    docs = tmp_path / "docs"
+    update_docs(db, spec, docs, write=True)
+    page = docs / "tables" / "cross_tenant_access_grants_projection.md"
+    assert page.read_text().count("**Drift:**") == 2
+    clean_up_orphans(db, spec, tmp_path, "clean", confirm=True)
+    apply_migration(db, spec, MIGRATIONS, {})
+    change = update_docs(db, spec, docs, write=True)
+    assert set(change.files.loc[change.files["state"] == "changed", "file"]) == {
+        "tables/organizations_projection.md", "tables/impersonation_sessions_projection.md",
+        "tables/cross_tenant_access_grants_projection.md"}
+    text = page.read_text()
+    assert "**Drift:**" not in text
+    assert "| provider_org_id | organizations_projection(id) | CASCADE |" in text
+    parent = (docs / "tables" / "organizations_projection.md").read_text()
+    assert "| impersonation_sessions_projection | target_org_id | CASCADE |" in parent
+
+
+def test_docs_keep_hand_written_text_outside_the_markers(database, spec, tmp_path):
+    db = database.connect()
+    docs = tmp_path / "docs"
+    page = docs / "tables" / "domain_events.md"
+    page.parent.mkdir(parents=True)
+    page.write_text("# Domain events\n\nHand-written intro.\n\n" + BEGIN + "\nstale\n" + END + "\n\n## Notes\n\nKeep me.\n")
+    update_docs(db, spec, docs, write=True)
+    text = page.read_text()
+    assert text.startswith("# Domain events\n\nHand-written intro.\n\n" + BEGIN)
+    assert text.endswith(END + "\n\n## Notes\n\nKeep me.\n") and "stale" not in text
+    assert update_docs(db, spec, docs).changed == 0

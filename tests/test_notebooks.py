@@ -1,0 +1,90 @@
+"""The real notebooks, executed by papermill through the runner, against a real database."""
+import ast
+import json
+
+import nbformat
+import pytest
+
+from fkrunbook.errors import PhaseFailedError
+from fkrunbook.phase import PHASES
+from fkrunbook.runbook import Project, run_phases
+
+from .conftest import PROJECT, schema_state
+
+
+def _run(project_copy, database, phases=None, **parameters):
+    return run_phases(Project(project_copy), "test", phases, environments_path=database.environments,
+                      audit_dir=project_copy / "audit", parameters=parameters)
+
+
+def test_whole_runbook_end_to_end(project_copy, database, sample):
+    result = _run(project_copy, database, confirm=True, write=True, docs_dir=str(project_copy / "docs"))
+    m = result.manifest
+    assert m["status"] == "succeeded" and [p["name"] for p in m["phases"]] == list(PHASES)
+    for entry in m["phases"]:
+        assert entry["status"] == "succeeded" and entry["started_at"] <= entry["ended_at"]
+        assert (result.run_dir / entry["notebook"]).exists()
+    by_name = {p["name"]: p["results"] for p in m["phases"]}
+    assert by_name["orphan_check"]["orphans"] == sample.orphans
+    assert by_name["orphan_cleanup"]["confirmed"] and by_name["migration_preview"]["statements_to_run"] == 6
+    assert len(by_name["apply"]["applied"]) == 2 and len(by_name["apply"]["verified"]) == 3
+    assert by_name["cascade_validation"]["passed"] and by_name["cascade_validation"]["counts_match"]
+    assert by_name["docs_update"]["files_changed"] == 6
+    # orphan clean-up kept a copy of every deleted row in the evidence folder
+    kept = sum(len(p.read_text().splitlines()) for p in (result.run_dir / "quarantine").glob("*.jsonl"))
+    assert kept == sum(by_name["orphan_cleanup"]["rows"].values()) > 0
+    assert json.loads((result.run_dir / "manifest.json").read_text()) == json.loads(json.dumps(m, default=str))
+    # the executed notebooks hold no URL and no error
+    for entry in m["phases"]:
+        text = (result.run_dir / entry["notebook"]).read_text()
+        assert database.url not in text and "postgresql://" not in text and '"output_type": "error"' not in text
+
+
+def test_apply_refused_with_orphans_keeps_the_failed_notebook(project_copy, database):
+    before = schema_state(database.url)
+    with pytest.raises(PhaseFailedError) as info:
+        _run(project_copy, database, ["orphan_check", "migration_preview", "apply", "cascade_validation"])
+    assert info.value.phase == "apply"
+    assert "OrphansPresentError" in str(info.value) and "run the orphan_check and orphan_cleanup" in str(info.value)
+    run_dir = project_copy / "audit" / "test" / info.value.run_id
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert [p["status"] for p in manifest["phases"]] == ["succeeded", "succeeded", "failed", "skipped"]
+    failed = nbformat.read(run_dir / "04_apply.ipynb", as_version=4)
+    errors = [o for c in failed.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert errors and errors[0].ename == "OrphansPresentError"
+    assert not (run_dir / "05_cascade_validation.ipynb").exists()
+    assert schema_state(database.url) == before
+
+
+def test_cleanup_dry_run_through_papermill_changes_nothing(project_copy, database, sample):
+    before = schema_state(database.url)
+    result = _run(project_copy, database, ["orphan_cleanup"])
+    assert result.manifest["phases"][0]["results"]["rows"] == sample.orphans
+    assert not result.manifest["phases"][0]["results"]["confirmed"]
+    assert schema_state(database.url) == before
+
+
+def test_protected_environment_refuses_confirmed_cleanup_in_the_notebook(project_copy, database):
+    before = schema_state(database.url)
+    with pytest.raises(PhaseFailedError, match="ProtectedEnvironmentError: environment 'guarded' is protected"):
+        run_phases(Project(project_copy), "guarded", ["orphan_cleanup"], environments_path=database.environments,
+                   audit_dir=project_copy / "audit", parameters={"confirm": True})
+    assert schema_state(database.url) == before
+
+
+@pytest.mark.parametrize("name", list(PHASES.values()))
+def test_notebook_sources_are_thin(name):
+    book = nbformat.read(PROJECT / "notebooks" / name, as_version=4)
+    assert book.cells[0].cell_type == "markdown" and "Go/no-go" in book.cells[0].source
+    params = [c for c in book.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1
+    for node in ast.parse(params[0].source).body:  # literal defaults only
+        assert isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+        assert "://" not in str(node.value.value)
+    for cell in book.cells:
+        if cell.cell_type == "code":
+            assert not cell.get("outputs") and cell.get("execution_count") is None
+        if cell.cell_type == "code" and cell is not params[0]:
+            assert len(cell.source.splitlines()) <= 2  # one call, one result shown
+            assert not any(word in cell.source for word in ("def ", "try:", "for ", "import os"))
