@@ -93,13 +93,13 @@ def run_phases(project: Project, env: str, phases: list[str] | None = None, *, s
     import papermill
 
     notify = on_event or (lambda kind, info: None)
+    # Preflight: every error a person is likely to make surfaces here, before any notebook runs.
     selected = resolve_phases(phases)
-    spec_path = Path(spec_path or project.spec).resolve()
+    spec = load_spec(spec_path or project.spec)
+    environment = get_environment(env, environments_path or project.environments)
+    spec_path = Path(spec.path).resolve()
     environments_path = Path(environments_path or project.environments).resolve()
     audit_dir = Path(audit_dir or project.audit).resolve()
-    # Preflight: every error a person is likely to make surfaces here, before any notebook runs.
-    spec = load_spec(spec_path)
-    environment = get_environment(env, environments_path)
     db = connect(environment)
     with db.read_only() as conn:
         check_spec(conn, spec, environment.name)

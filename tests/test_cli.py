@@ -1,0 +1,84 @@
+"""The CLI as a user types it: one clear line and a non-zero exit for every mistake, nothing changed."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fkrunbook.phase import PHASES
+
+from .conftest import schema_state
+
+FKRUNBOOK = str(Path(sys.executable).parent / "fkrunbook")
+
+
+def cli(*args, cwd, env=None):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([FKRUNBOOK, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, env, expected", [
+    (["run", "--env", "stagng"], {}, "environment 'stagng' is not defined; known: local, staging, production"),
+    (["run", "--env", "staging"], {"STAGING_DATABASE_URL": ""},
+     "environment variable STAGING_DATABASE_URL is not set; export it"),
+    (["run", "--env", "staging"], {"STAGING_DATABASE_URL": "postgresql://app:pa55-secret@127.0.0.1:1/db?sslmode=disable"},
+     "cannot connect to environment 'staging'"),
+    (["run", "--env", "staging", "--spec", "runbooks/missing.yaml"], {},
+     "spec file 'runbooks/missing.yaml' does not exist; pass --spec"),
+    (["run", "--env", "staging", "--phase", "orphan_chek"], {},
+     f"phase 'orphan_chek' does not exist; known, in order: {', '.join(PHASES)}"),
+])
+def test_cli_mistakes_get_one_clear_line_and_change_nothing(project_copy, database, args, env, expected):
+    before = schema_state(database.url)
+    env = {"STAGING_DATABASE_URL": database.url, **env}
+    result = cli(*args, cwd=project_copy, env=env)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"fkrunbook: error: {result.stderr.split('error: ', 1)[1].strip()}"]
+    assert expected in result.stderr
+    assert "pa55-secret" not in result.stderr + result.stdout
+    assert not (project_copy / "audit").exists()
+    assert schema_state(database.url) == before
+
+
+def test_cli_outside_a_project_says_where_to_run(tmp_path):
+    result = cli("run", "--env", "local", cwd=tmp_path)
+    assert result.returncode == 1 and "no fkrunbook project at or above" in result.stderr
+
+
+def test_cli_runs_a_phase_and_prints_the_evidence_path(project_copy, database, sample):
+    result = cli("run", "--env", "staging", "--phase", "orphan_check", cwd=project_copy,
+                 env={"STAGING_DATABASE_URL": database.url})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "[1/1] orphan_check ..."
+    assert f"orphans: {sum(sample.orphans.values())}" in lines[1]
+    assert lines[-1].startswith("run ") and "succeeded; evidence: audit/staging/" in lines[-1]
+    assert database.url not in result.stdout + result.stderr
+
+
+def test_cli_failed_phase_exits_non_zero_with_the_notebook_path(project_copy, database):
+    result = cli("run", "--env", "staging", "--phase", "apply", cwd=project_copy,
+                 env={"STAGING_DATABASE_URL": database.url})
+    assert result.returncode == 1
+    assert "fkrunbook: error: phase apply failed: OrphansPresentError" in result.stderr
+    assert "04_apply.ipynb" in result.stderr
+
+
+def test_generate_migrations_check_passes_on_the_committed_files(project_copy):
+    result = cli("generate-migrations", "--check", cwd=project_copy)
+    assert result.returncode == 0 and "match the spec" in result.stdout
+    (project_copy / "supabase" / "migrations" / "20261126120000_add_missing_org_fk_constraints.sql").write_text("--\n")
+    result = cli("generate-migrations", "--check", cwd=project_copy)
+    assert result.returncode == 1 and "differ from the spec" in result.stderr
+
+
+def test_every_command_has_help_with_an_example():
+    from click.testing import CliRunner
+
+    from fkrunbook.cli import main
+
+    runner = CliRunner()
+    for path in (["run"], ["demo"], ["generate-migrations"], ["local", "start"], ["local", "reset"], ["local", "stop"]):
+        result = runner.invoke(main, [*path, "--help"])
+        assert result.exit_code == 0 and "Example: fkrunbook " in result.output, path
