@@ -88,3 +88,15 @@ def test_notebook_sources_are_thin(name):
         if cell.cell_type == "code" and cell is not params[0]:
             assert len(cell.source.splitlines()) <= 2  # one call, one result shown
             assert not any(word in cell.source for word in ("def ", "try:", "for ", "import os"))
+
+
+def test_password_in_the_url_never_reaches_the_evidence(project_copy, database, monkeypatch):
+    secret = "Pw-9f3c-never-in-evidence"
+    # The embedded server trusts local connections, so the password is accepted and ignored.
+    monkeypatch.setenv("FKRUNBOOK_TEST_URL", database.url.replace("postgres@", f"postgres:{secret}@"))
+    with pytest.raises(PhaseFailedError):  # apply fails (orphans): failed notebooks are evidence too
+        _run(project_copy, database, ["orphan_check", "orphan_cleanup", "migration_preview", "apply"])
+    files = [p for p in (project_copy / "audit").rglob("*") if p.is_file()]
+    assert len(files) >= 6
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path

@@ -130,11 +130,13 @@ def run_phases(project: Project, env: str, phases: list[str] | None = None, *, s
         started = time.monotonic()
         error = None
         try:
-            papermill.execute_notebook(
-                str(project.notebooks / PHASES[name]), str(run_dir / PHASES[name]),
-                parameters={**base_parameters, **_phase_parameters(name, parameters)},
-                cwd=str(project.notebooks), kernel_name="python3", progress_bar=False,
-                execution_timeout=cell_timeout, report_mode=False, kernel_manager_class=_ipc_kernel_manager())
+            with open(run_dir / "kernel.log", "ab") as kernel_log:
+                papermill.execute_notebook(
+                    str(project.notebooks / PHASES[name]), str(run_dir / PHASES[name]),
+                    parameters={**base_parameters, **_phase_parameters(name, parameters)},
+                    cwd=str(project.notebooks), kernel_name="python3", progress_bar=False,
+                    execution_timeout=cell_timeout, report_mode=False,
+                    kernel_manager_class=_kernel_manager(kernel_log))
         except papermill.PapermillExecutionError as err:
             error = f"{err.ename}: {err.evalue}"
         except Exception as err:  # kernel death, cell timeout: the notebook may be partly written
@@ -169,15 +171,20 @@ def _phase_parameters(name: str, parameters: dict) -> dict:
     return {k: v for k, v in parameters.items() if k in PHASE_PARAMETERS.get(name, ())}
 
 
-def _ipc_kernel_manager():
-    """Kernels talk to the runner over local IPC sockets, not unencrypted TCP."""
+def _kernel_manager(stderr):
+    """Kernels talk to the runner over local IPC sockets (not unencrypted TCP), and their own
+    stderr goes to the run's kernel.log instead of the operator's terminal."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import CaselessStrEnum
 
-    class IPCKernelManager(AsyncKernelManager):
+    class RunbookKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
 
-    return IPCKernelManager
+        async def start_kernel(self, **kw):
+            kw.setdefault("stderr", stderr)
+            return await super().start_kernel(**kw)
+
+    return RunbookKernelManager
 
 
 def _results(run_dir: Path, phase: str) -> dict:
