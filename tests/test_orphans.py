@@ -16,7 +16,11 @@ def test_find_orphans_counts_exactly_the_planted_ones(database, spec, sample):
     for table, count in sample.orphan_streams.items():
         assert streams[f"{table}.stream_id"] == count
     assert not report.clean and report.verdict.startswith("NO-GO")
-    assert all(len(frame) == 5 for frame in report.samples.values())
+    assert all(len(report.samples[label]) == 5 for label in sample.orphans)
+    gone = report.samples["domain_events.stream_id"]
+    assert len(gone) == sample.hard_deleted and list(gone.columns) == ["stream_id", "rows"]
+    assert database.sql("SELECT count(*) FROM organizations_projection WHERE id = ANY(%s)",
+                        ([str(i) for i in gone["stream_id"]],))[0][0] == 0
 
 
 def test_soft_deleted_organizations_are_not_orphans(database, spec, sample):

@@ -36,10 +36,9 @@ def orphan_query(spec: Spec, fk: ForeignKey, select: str = "c.*") -> str:
     return f"SELECT {select} FROM {qualified(spec.schema, fk.table)} c WHERE {orphan_predicate(spec, fk)}"
 
 
-def stream_orphan_query(spec: Spec, exc: IntentionalException) -> str:
+def stream_orphan_query(spec: Spec, exc: IntentionalException, select: str) -> str:
     d, parent = exc.discriminator, spec.parent
-    return (f"SELECT count(*) AS orphan_rows, count(DISTINCT e.{ident(exc.column)}) AS orphan_streams "
-            f"FROM {qualified(spec.schema, exc.table)} e WHERE e.{ident(d.column)} = :stream_type "
+    return (f"SELECT {select} FROM {qualified(spec.schema, exc.table)} e WHERE e.{ident(d.column)} = :stream_type "
             f"AND NOT EXISTS (SELECT 1 FROM {qualified(spec.schema, parent.table)} p "
             f"WHERE p.{ident(parent.column)} = e.{ident(exc.column)})")
 
@@ -47,7 +46,7 @@ def stream_orphan_query(spec: Spec, exc: IntentionalException) -> str:
 @dataclass
 class OrphanReport:
     summary: pd.DataFrame                 # one row per spec'd column
-    samples: dict[str, pd.DataFrame] = field(default_factory=dict)  # "table.column" -> sample orphan rows
+    samples: dict[str, pd.DataFrame] = field(default_factory=dict)  # "table.column" -> orphan rows / stream ids
 
     @property
     def fk_orphans(self) -> dict[str, int]:
@@ -94,8 +93,14 @@ def find_orphans(db: Database, spec: Spec, sample_size: int = 5) -> OrphanReport
             if relation_kind(conn, spec.schema, exc.table) is None:
                 rows.append((exc.label, "event stream", 0, 0, "absent in this environment"))
                 continue
-            count, streams = conn.execute(text(stream_orphan_query(spec, exc)),
-                                          {"stream_type": exc.discriminator.value}).one()
+            column = f"e.{ident(exc.column)}"
+            params = {"stream_type": exc.discriminator.value}
+            count, streams = conn.execute(text(stream_orphan_query(
+                spec, exc, f"count(*), count(DISTINCT {column})")), params).one()
+            result = conn.execute(text(stream_orphan_query(
+                spec, exc, f"{column} AS {ident(exc.column)}, count(*) AS rows") +
+                f" GROUP BY {column} ORDER BY count(*) DESC, {column} LIMIT :n"), {**params, "n": sample_size})
+            samples[exc.label] = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
             rows.append((exc.label, "event stream", int(count), int(streams),
                          "report only (append-only history)" if count else "none"))
     summary = pd.DataFrame(rows, columns=["column", "kind", "orphan_rows", "orphan_streams", "action"])
