@@ -2,7 +2,7 @@ import pytest
 
 from fkrunbook.cascade import validate_cascade
 from fkrunbook.errors import CascadeValidationError
-from fkrunbook.migration import apply_migration
+from fkrunbook.executor import apply_plan
 from fkrunbook.orphans import clean_up_orphans
 
 from .conftest import schema_state
@@ -12,7 +12,7 @@ from .test_migration import MIGRATIONS
 def _apply(database, spec, tmp_path):
     db = database.connect()
     clean_up_orphans(db, spec, tmp_path, "clean", confirm=True)
-    apply_migration(db, spec, MIGRATIONS, {})
+    apply_plan(db, spec, MIGRATIONS, {})
     return db
 
 

@@ -68,7 +68,7 @@ def test_cli_failed_phase_exits_non_zero_with_the_notebook_path(project_copy, da
 def test_generate_migrations_check_passes_on_the_committed_files(project_copy):
     result = cli("generate-migrations", "--check", cwd=project_copy)
     assert result.returncode == 0 and "match the spec" in result.stdout
-    (project_copy / "supabase" / "migrations" / "20261126120000_add_missing_org_fk_constraints.sql").write_text("--\n")
+    (project_copy / "supabase" / "migrations" / "20261126120001_add_missing_org_fk_constraints.sql").write_text("--\n")
     result = cli("generate-migrations", "--check", cwd=project_copy)
     assert result.returncode == 1 and "differ from the spec" in result.stderr
 

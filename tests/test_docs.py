@@ -1,5 +1,5 @@
 from fkrunbook.docs import BEGIN, END, update_docs
-from fkrunbook.migration import apply_migration
+from fkrunbook.executor import apply_plan
 from fkrunbook.orphans import clean_up_orphans
 
 from .test_migration import MIGRATIONS
@@ -30,7 +30,7 @@ def test_docs_show_drift_then_the_keys_after_apply(database, spec, tmp_path):
     page = docs / "tables" / "cross_tenant_access_grants_projection.md"
     assert page.read_text().count("**Drift:**") == 2
     clean_up_orphans(db, spec, tmp_path, "clean", confirm=True)
-    apply_migration(db, spec, MIGRATIONS, {})
+    apply_plan(db, spec, MIGRATIONS, {})
     change = update_docs(db, spec, docs, write=True)
     assert set(change.files.loc[change.files["state"] == "changed", "file"]) == {
         "tables/organizations_projection.md", "tables/impersonation_sessions_projection.md",

@@ -151,3 +151,48 @@ def foreign_key_table(states: list[ForeignKeyState]) -> pd.DataFrame:
         "column": s.fk.label, "constraint": s.name or "(none)", "exists": s.exists, "validated": s.validated,
         "on_delete": s.on_delete or "", "expected_on_delete": s.fk.on_delete, "ok": s.matches,
     } for s in states])
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """Indexes relevant to one foreign-key column."""
+    fk: ForeignKey
+    covering: str | None       # a valid, non-partial index whose leading column is the FK column
+    named_exists: bool         # the spec's index name exists (on any table of the schema)
+    named_valid: bool
+
+    @property
+    def leftover(self) -> bool:
+        """The spec's index exists but is INVALID: a failed CONCURRENTLY build to drop and rebuild."""
+        return self.named_exists and not self.named_valid
+
+
+def index_states(conn: Connection, spec: Spec) -> list[IndexState]:
+    states = []
+    for fk in spec.foreign_keys:
+        covering = conn.execute(text(
+            "SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+            "JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] "
+            "WHERE n.nspname = :schema AND c.relname = :table AND a.attname = :column "
+            "AND i.indisvalid AND i.indisready AND i.indpred IS NULL "
+            "ORDER BY ic.relname = :name DESC, i.indnatts, ic.relname LIMIT 1"),
+            {"schema": spec.schema, "table": fk.table, "column": fk.column, "name": fk.index}).scalar()
+        named = conn.execute(text(
+            "SELECT i.indisvalid AND i.indisready FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = ic.relnamespace WHERE n.nspname = :schema AND ic.relname = :name"),
+            {"schema": spec.schema, "name": fk.index}).fetchone()
+        states.append(IndexState(fk, covering, named is not None, bool(named and named[0])))
+    return states
+
+
+def environment_identity(conn: Connection, environment: str) -> dict:
+    """What identifies the database a plan is for: the environment name, the database, and the
+    cluster's system identifier where the role may read it (not on Supabase's non-superuser roles)."""
+    database = conn.execute(text("SELECT current_database()")).scalar()
+    try:
+        with conn.begin_nested():
+            system_id = str(conn.execute(text("SELECT system_identifier FROM pg_control_system()")).scalar())
+    except Exception:  # permission denied: the name and database still identify it
+        system_id = None
+    return {"environment": environment, "database": database, "system_identifier": system_id}

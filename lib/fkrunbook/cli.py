@@ -49,6 +49,7 @@ def main():
 @click.option("--env", "env", required=True, help="Environment name from runbooks/environments.yaml.")
 @click.option("--phase", "phases", multiple=True, help=f"Phase to run (repeatable; default all): {', '.join(PHASES)}.")
 @click.option("--confirm", is_flag=True, help="orphan_cleanup: really delete the orphans (copies kept).")
+@click.option("--approve", metavar="PLAN_HASH", help="apply: run only if the plan's hash is this one (from the preview).")
 @click.option("--write-docs", is_flag=True, help="docs_update: write the changed docs instead of only showing the diff.")
 @click.option("--docs-dir", type=click.Path(file_okay=False), help="docs_update: the docs folder (default docs/schema).")
 @click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Runbook spec (default runbooks/add_missing_org_fk_constraints.yaml).")
@@ -58,7 +59,7 @@ def main():
 @click.option("--quiet", is_flag=True, help="Print only the final line.")
 @project_option
 @_friendly
-def run(env, phases, confirm, write_docs, docs_dir, spec_path, environments_path, run_id, cell_timeout, quiet, project):
+def run(env, phases, confirm, approve, write_docs, docs_dir, spec_path, environments_path, run_id, cell_timeout, quiet, project):
     """Run the runbook's phases in order with papermill, stopping at the first failure.
 
     Every executed notebook, failed ones included, is kept under audit/<env>/<run-id>/ with a
@@ -69,7 +70,7 @@ def run(env, phases, confirm, write_docs, docs_dir, spec_path, environments_path
     from .runbook import resolve_phases, run_phases
 
     resolve_phases(list(phases))  # a misspelled phase fails before anything connects
-    parameters = {"confirm": confirm, "write": write_docs}
+    parameters = {"confirm": confirm, "write": write_docs, "approve": approve or ""}
     if docs_dir:
         parameters["docs_dir"] = docs_dir
     result = run_phases(_project(project), env, list(phases), spec_path=spec_path, environments_path=environments_path,

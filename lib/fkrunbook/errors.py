@@ -99,3 +99,24 @@ class PhaseFailedError(FkrunbookError):
     def __init__(self, message: str, *, phase: str, notebook: str, run_id: str):
         self.phase, self.notebook, self.run_id = phase, notebook, run_id
         super().__init__(message)
+
+
+class LockUnavailableError(FkrunbookError):
+    """A step could not get its lock within lock_timeout on any attempt. Nothing of that step was done."""
+
+    def __init__(self, message: str, *, statement: str, blockers: list[dict], attempts: list[dict]):
+        self.statement, self.blockers, self.attempts = statement, blockers, attempts
+        super().__init__(message)
+
+
+class ValidationFailedError(FkrunbookError):
+    """VALIDATE CONSTRAINT found rows without a parent (orphans written after the check).
+    The constraint stays NOT VALID (new rows are enforced) and its migration file is not recorded."""
+
+    def __init__(self, message: str, *, column: str, rows):
+        self.column, self.rows = column, rows
+        super().__init__(message)
+
+    def _render_traceback_(self):  # IPython: show the offending rows in the failed cell
+        return [f"{type(self).__name__}: {self}", "", f"Offending rows in {self.column}:",
+                self.rows.to_string(max_rows=20, max_colwidth=40)]

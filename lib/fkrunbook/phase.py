@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import sys
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,11 @@ class PhaseContext:
                               ("spec sha256", self.spec.sha256[:16])], columns=["property", "value"])
         return pd.concat([frame, extra.set_index("property")])
 
+    @property
+    def pg_version(self) -> str:
+        """The server's major version, e.g. '15', for squawk."""
+        return str(self.db.server_version_num() // 10000)
+
     def record(self, **results) -> pd.DataFrame:
         """Write this phase's key results to ``<run_dir>/<phase>.results.json`` and show them."""
         self.results.update(results)
@@ -79,7 +86,18 @@ def start(phase: str, env: str, spec_path: str, environments_path: str, run_id: 
     run_dir = Path(audit_dir) / environment.name / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     _connect_sql_magic(db)
+    _show_progress_logs()
     return PhaseContext(phase, db, spec, run_id, run_dir, Path(migrations_dir), spec_check)
+
+
+def _show_progress_logs() -> None:
+    """The library's progress lines (each lock attempt, each file recorded) go to the cell's stderr."""
+    logger = logging.getLogger("fkrunbook")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _connect_sql_magic(db: Database) -> None:

@@ -149,12 +149,12 @@ def run_phases(project: Project, env: str, phases: list[str] | None = None, *, s
         if error:
             for later in manifest["phases"][index:]:
                 later["status"] = "skipped"
-            manifest.update(status="failed", ended_at=_now())
+            manifest.update(status="failed", ended_at=_now(), plan_hash=_plan_hash(manifest))
             _write_manifest(run_dir, manifest)
             raise PhaseFailedError(f"phase {name} failed: {entry['error']}; see {run_dir / PHASES[name]}",
                                    phase=name, notebook=str(run_dir / PHASES[name]), run_id=run_id)
         _write_manifest(run_dir, manifest)
-    manifest.update(status="succeeded", ended_at=_now())
+    manifest.update(status="succeeded", ended_at=_now(), plan_hash=_plan_hash(manifest))
     _write_manifest(run_dir, manifest)
     return RunResult(run_id, run_dir, manifest)
 
@@ -163,6 +163,7 @@ def run_phases(project: Project, env: str, phases: list[str] | None = None, *, s
 PHASE_PARAMETERS = {
     "orphan_check": ("sample_size", "fail_on_orphans"),
     "orphan_cleanup": ("confirm",),
+    "apply": ("approve",),
     "docs_update": ("docs_dir", "write"),
 }
 
@@ -185,6 +186,12 @@ def _kernel_manager(stderr):
             return await super().start_kernel(**kw)
 
     return RunbookKernelManager
+
+
+def _plan_hash(manifest: dict) -> str | None:
+    """The hash of the plan applied in this run, else of the plan previewed."""
+    found = {p["name"]: (p.get("results") or {}).get("plan_hash") for p in manifest["phases"]}
+    return found.get("apply") or found.get("migration_preview")
 
 
 def _results(run_dir: Path, phase: str) -> dict:

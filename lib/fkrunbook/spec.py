@@ -37,6 +37,7 @@ class ForeignKey:
     classification: str
     reason: str
     constraint: str
+    index: str  # the covering index the runbook builds if the column has none
 
     @property
     def on_delete_sql(self) -> str:
@@ -66,10 +67,20 @@ class IntentionalException:
 
 
 @dataclass(frozen=True)
+class LockRetries:
+    """How often a step that hits lock_timeout is tried again, and how long to wait in between
+    (doubling from ``backoff`` up to ``backoff_max``)."""
+    attempts: int = 10
+    backoff: str = "500ms"
+    backoff_max: str = "10s"
+
+
+@dataclass(frozen=True)
 class MigrationSettings:
     version: str
     lock_timeout: str
     statement_timeout: str
+    retries: LockRetries = LockRetries()
 
 
 @dataclass(frozen=True)
@@ -124,8 +135,9 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
         p.fail(f"migration.version {version!r} must be 14 digits, YYYYMMDDHHMMSS (quote it in YAML)")
     migration = MigrationSettings(
         version=version,
-        lock_timeout=p.duration(mig_raw, "lock_timeout", "migration", "3s"),
+        lock_timeout=p.duration(mig_raw, "lock_timeout", "migration", "1s"),
         statement_timeout=p.duration(mig_raw, "statement_timeout", "migration", "15min"),
+        retries=parse_retries(mig_raw.get("lock_retries"), "migration.lock_retries", p),
     )
     fks = []
     for i, item in enumerate(p.sequence(p.required(doc, "foreign_keys", "the document"), "foreign_keys")):
@@ -140,7 +152,9 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
             p.fail(f"{where}.classification {classification!r} is not one of: {', '.join(CLASSIFICATIONS)}")
         default_name = f"{table}_{column}_fkey"
         constraint = p.identifier(item, "constraint", where, default=default_name[:MAX_IDENTIFIER])
-        fks.append(ForeignKey(table, column, on_delete, classification, p.text(item, "reason", where), constraint))
+        index = p.identifier(item, "index", where, default=f"{table}_{column}_idx"[:MAX_IDENTIFIER])
+        fks.append(ForeignKey(table, column, on_delete, classification, p.text(item, "reason", where), constraint,
+                              index))
     if not fks:
         p.fail("foreign_keys is empty; list at least one foreign key to add")
     exceptions = []
@@ -165,6 +179,26 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
     name = p.identifier(doc, "name", "the document")
     return Spec(name=name, schema=schema, parent=parent, migration=migration,
                 foreign_keys=tuple(fks), exceptions=tuple(exceptions), path=source)
+
+
+def parse_retries(raw, where: str, parser: "_Parser | None" = None) -> LockRetries:
+    """Lock-retry settings from the spec (or an environment's override); absent keys keep defaults."""
+    p = parser or _Parser(where)
+    if raw is None:
+        return LockRetries()
+    raw = p.mapping(raw, where)
+    default = LockRetries()
+    attempts = raw.get("attempts", default.attempts)
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= 1000:
+        p.fail(f"{where}.attempts {attempts!r} must be a whole number from 1 to 1000")
+    return LockRetries(attempts, p.duration(raw, "backoff", where, default.backoff),
+                       p.duration(raw, "backoff_max", where, default.backoff_max))
+
+
+def duration_seconds(value: str) -> float:
+    """'500ms', '3s', '15min', '1h' in seconds."""
+    number, unit = re.fullmatch(r"([0-9]+)(ms|s|min|h)", value).groups()
+    return int(number) * {"ms": 0.001, "s": 1, "min": 60, "h": 3600}[unit]
 
 
 class _Parser:

@@ -1,0 +1,225 @@
+"""How the plan is carried out: statement by statement, each lock wait bounded and retried.
+
+Every statement runs with the spec's ``lock_timeout`` and ``statement_timeout``; a writer can
+therefore never wait longer than one ``lock_timeout`` behind the runbook. A statement that hits
+the lock timeout is retried with doubling back-off; between attempts the runbook holds no lock.
+Index builds run outside any transaction (CONCURRENTLY); a build that fails leaves an INVALID
+index, which is dropped before the next attempt. Each NOT VALID and each VALIDATE runs in its
+own transaction. A migration file is recorded in ``supabase_migrations.schema_migrations``, as
+the Supabase CLI records it, only once all its steps are in place.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Markdown
+import psycopg
+from psycopg import errors
+
+from . import history
+from .database import Database
+from .errors import (LockUnavailableError, MigrationError, OrphansPresentError, ProtectedEnvironmentError,
+                     ValidationFailedError)
+from .orphans import orphan_query
+from .plan import MigrationPlan, Step, plan_migration
+from .spec import LockRetries, Spec, duration_seconds
+from .sqltext import qualified
+
+log = logging.getLogger("fkrunbook.executor")
+
+
+@dataclass
+class ApplyResult:
+    plan_hash: str
+    steps: pd.DataFrame        # every step: action, attempts, seconds
+    attempts: pd.DataFrame     # every attempt of every statement that ran: waited, outcome, blockers
+    recorded: list[str]        # migration files recorded in the history
+
+    def summary(self) -> Markdown:
+        ran = int((self.steps["action"] == "run").sum())
+        return Markdown(f"**Applied plan hash `{self.plan_hash}`**: {ran} statement(s) run, "
+                        f"{len(self.steps) - ran} already in place; recorded "
+                        f"{', '.join(self.recorded) or 'no file (all already recorded)'}.")
+
+    def results(self) -> dict:
+        ran = self.steps[self.steps["action"] == "run"]
+        return {"plan_hash": self.plan_hash, "statements_applied": len(ran),
+                "statements_skipped": len(self.steps) - len(ran), "lock_retries": int(
+                    (self.attempts["outcome"] == "lock timeout").sum()) if len(self.attempts) else 0,
+                "files_recorded": self.recorded}
+
+
+def apply_plan(db: Database, spec: Spec, migrations_dir: str | Path, orphans: dict[str, int],
+               retries: LockRetries | None = None, expected_hash: str | None = None) -> ApplyResult:
+    """Recompute the plan, then run exactly its statements and record the runbook's files.
+
+    Refuses on a protected environment, while ``orphans`` (from the orphan check) shows any, when
+    an older migration of the folder is still pending, and, given ``expected_hash``, when the plan
+    is no longer the one previewed.
+    """
+    if db.env.protected:
+        raise ProtectedEnvironmentError(db.env.name, "apply")
+    if any(orphans.values()):
+        raise OrphansPresentError(orphans)
+    plan = plan_migration(db, spec, migrations_dir)
+    log.info("plan hash %s: %d statement(s) to run", plan.hash, len(plan.to_run))
+    if expected_hash and expected_hash != plan.hash:
+        raise MigrationError(f"the plan changed since it was previewed (hash {plan.hash[:12]}, previewed "
+                             f"{expected_hash[:12]}); run migration_preview again and review it")
+    _refuse_out_of_order(plan)
+    runner = _Runner(db, spec, retries or spec.migration.retries)
+    recorded = []
+    with db.connect_raw(autocommit=True) as conn:
+        for setting in plan.settings:
+            conn.execute(setting)
+        runner.conn = conn
+        with conn.transaction():
+            conn.execute("SET LOCAL lock_timeout = '4s'")  # as the CLI does when it creates the table
+            history.ensure_history_table(conn)
+        for step_name, migration in plan.runbook_files.items():
+            for step in plan.steps:
+                if step.file == migration.filename and step.action == "run":
+                    runner.run(step)
+            if migration in plan.pending:
+                with conn.transaction():
+                    history.record(conn, migration, migration.statements())
+                recorded.append(migration.filename)
+                log.info("recorded %s in supabase_migrations.schema_migrations", migration.filename)
+    return ApplyResult(plan.hash, runner.step_frame(plan), pd.DataFrame(runner.attempts, columns=ATTEMPT_COLUMNS),
+                       recorded)
+
+
+ATTEMPT_COLUMNS = ["statement", "attempt", "waited_s", "outcome", "blockers"]
+
+
+def _refuse_out_of_order(plan: MigrationPlan) -> None:
+    if not plan.pending:
+        return
+    first = plan.pending[0].version
+    files = plan.files
+    older = files[(files["state"] == "pending") & ~files["runbook"] & (files["version"] < first)]
+    if len(older):
+        raise MigrationError(f"migration {older['file'].iloc[0]} is older than this runbook's and not applied; "
+                             "apply it first (supabase db push), then re-run", version=older["version"].iloc[0])
+
+
+class _Runner:
+    def __init__(self, db: Database, spec: Spec, retries: LockRetries):
+        self.db, self.spec, self.retries = db, spec, retries
+        self.conn: psycopg.Connection | None = None
+        self.attempts: list[tuple] = []
+        self.timing: dict[str, tuple[int, float]] = {}
+
+    def run(self, step: Step) -> None:
+        started = time.monotonic()
+        try:
+            tries = self._with_lock_retries(step, lambda: self._execute(step))
+        except psycopg.Error as err:  # statement_timeout, a lost connection, ...: never half-done
+            raise MigrationError(f"`{_short(step.statement)}` failed: {self.db.redact(_first_line(err))}; nothing of "
+                                 "this step was kept; fix the cause and run apply again") from err
+        self.timing[step.statement] = (tries, round(time.monotonic() - started, 3))
+
+    def _execute(self, step: Step) -> None:
+        conn = self.conn
+        if not step.in_transaction:
+            try:
+                conn.execute(step.statement)
+            except psycopg.Error:
+                if step.kind == "index":
+                    self._drop_leftover(step)
+                raise
+            return
+        try:
+            with conn.transaction():
+                conn.execute(step.statement)
+        except errors.ForeignKeyViolation:
+            if step.kind != "validate":
+                raise
+            rows = self.db.query(orphan_query(self.spec, step.fk) + " LIMIT 20")
+            raise ValidationFailedError(
+                f"VALIDATE of {step.fk.label} found rows without an organization (written after the orphan check); "
+                f"the key stays NOT VALID (new rows are enforced) and its migration is not recorded; "
+                "run the orphan_check and orphan_cleanup phases, then apply again", column=step.fk.label,
+                rows=rows) from None
+
+    def _drop_leftover(self, step: Step) -> None:
+        """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index behind: remove it (itself retried)."""
+        from .migration import drop_index_statement
+
+        drop = drop_index_statement(self.spec, step.fk.index)
+        exists = self.conn.execute(
+            "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+            (self.spec.schema, step.fk.index)).fetchone()
+        if exists and exists[0]:
+            log.info("dropping the INVALID index %s left by the failed build", step.fk.index)
+            self._with_lock_retries(step, lambda: self.conn.execute(drop), statement=drop)
+
+    def _with_lock_retries(self, step: Step, action, statement: str | None = None) -> int:
+        statement = statement or step.statement
+        retries = self.retries
+        lock_timeout = self.spec.migration.lock_timeout
+        for attempt in range(1, retries.attempts + 1):
+            started = time.monotonic()
+            try:
+                action()
+            except errors.LockNotAvailable:
+                waited = round(time.monotonic() - started, 3)
+                blockers = self._blockers(step)
+                self.attempts.append((statement, attempt, waited, "lock timeout", _describe(blockers)))
+                log.warning("attempt %d/%d of %s: no lock within %s (waited %.3f s); held by %s", attempt,
+                            retries.attempts, _short(statement), lock_timeout, waited, _describe(blockers) or "?")
+                if attempt == retries.attempts:
+                    raise LockUnavailableError(
+                        f"could not get the lock for `{_short(statement)}` in {retries.attempts} attempts of "
+                        f"lock_timeout {lock_timeout}: held by {_describe(blockers) or 'a session that has since ended'}"
+                        "; nothing of this step was done; re-run apply once that session ends",
+                        statement=statement, blockers=blockers,
+                        attempts=[dict(zip(ATTEMPT_COLUMNS, a)) for a in self.attempts if a[0] == statement]) from None
+                pause = min(duration_seconds(retries.backoff) * 2 ** (attempt - 1), duration_seconds(retries.backoff_max))
+                time.sleep(pause)
+                continue
+            waited = round(time.monotonic() - started, 3)
+            self.attempts.append((statement, attempt, waited, "done", ""))
+            log.info("attempt %d of %s: done in %.3f s", attempt, _short(statement), waited)
+            return attempt
+        raise AssertionError("unreachable")
+
+    def _blockers(self, step: Step) -> list[dict]:
+        """Sessions holding a lock on the step's tables (never their query text: it may hold data)."""
+        tables = [qualified(self.spec.schema, step.fk.table)]
+        if step.kind == "add":
+            tables.append(qualified(self.spec.schema, self.spec.parent.table))
+        rows = self.conn.execute(
+            "SELECT a.pid, coalesce(nullif(a.application_name, ''), a.backend_type) AS application, a.usename, a.state, "
+            "round(extract(epoch FROM now() - a.xact_start))::int AS transaction_s, l.mode, l.relation::regclass::text "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.granted AND l.locktype = 'relation' AND l.relation = ANY(%s::regclass[]) "
+            "AND a.pid <> pg_backend_pid() ORDER BY a.xact_start NULLS LAST",
+            (tables,)).fetchall()
+        keys = ["pid", "application", "user", "state", "transaction_s", "mode", "relation"]
+        return [dict(zip(keys, r)) for r in rows]
+
+    def step_frame(self, plan: MigrationPlan) -> pd.DataFrame:
+        frame = plan.statements[["file", "column", "statement", "action"]].copy()
+        frame["attempts"] = [self.timing.get(s, (0, 0.0))[0] for s in frame["statement"]]
+        frame["seconds"] = [self.timing.get(s, (0, 0.0))[1] for s in frame["statement"]]
+        return frame
+
+
+def _describe(blockers: list[dict]) -> str:
+    return "; ".join(f"pid {b['pid']} ({b['application'] or 'unknown'}, user {b['user']}, {b['state']}, "
+                     f"transaction open {b['transaction_s']} s, {b['mode']} on {b['relation']})" for b in blockers)
+
+
+def _first_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _short(statement: str) -> str:
+    return statement if len(statement) <= 90 else statement[:87] + "..."

@@ -1,0 +1,144 @@
+"""The apply plan: the exact statements the runbook would run against this database now.
+
+Built from the spec and the live catalog, step by step in the order of the migration files:
+covering indexes (CONCURRENTLY, outside any transaction; an INVALID leftover of a failed build is
+dropped first), then each key NOT VALID, then each VALIDATE in its own transaction. Steps already
+in place are listed as skipped. The plan hash (sha256 over the statements to run, the session
+settings and the environment's identity) is shown by the preview and recomputed by apply, so the
+evidence shows that what was previewed is what ran.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Markdown
+
+from . import history
+from .catalog import environment_identity, foreign_key_states, index_states
+from .database import Database
+from .errors import MigrationError
+from .migration import (add_statement, drop_index_statement, file_names, index_statement, render_migrations,
+                        timeout_statements, validate_statement)
+from .spec import ForeignKey, Spec
+
+# What each kind of statement locks, and whether writers wait for it.
+LOCKS = {
+    "drop_index": ("SHARE UPDATE EXCLUSIVE on the child; waits for transactions that use the index", "no"),
+    "index": ("SHARE UPDATE EXCLUSIVE on the child (CONCURRENTLY)", "no"),
+    "add": ("SHARE ROW EXCLUSIVE on child and parent", "for an instant, at most lock_timeout"),
+    "validate": ("SHARE UPDATE EXCLUSIVE on the child, ROW SHARE on the parent", "no"),
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    file: str
+    kind: str                  # drop_index | index | add | validate
+    fk: ForeignKey
+    statement: str
+    action: str                # run | skip
+    reason: str
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.kind in ("add", "validate")
+
+    @property
+    def step(self) -> str:
+        return "index" if self.kind == "drop_index" else self.kind
+
+
+@dataclass
+class MigrationPlan:
+    steps: list[Step]
+    files: pd.DataFrame         # file, version, runbook, state
+    pending: list[history.MigrationFile]
+    identity: dict
+    settings: list[str]         # session settings every statement runs under
+    runbook_files: dict[str, history.MigrationFile] = field(default_factory=dict)  # step -> file
+
+    @property
+    def to_run(self) -> list[Step]:
+        return [s for s in self.steps if s.action == "run"]
+
+    @property
+    def statements(self) -> pd.DataFrame:
+        frame = pd.DataFrame([{
+            "file": s.file, "column": s.fk.label, "statement": s.statement, "action": s.action, "reason": s.reason,
+            "transaction": "own transaction" if s.in_transaction else "none (CONCURRENTLY)",
+            "locks": LOCKS[s.kind][0], "blocks_writes": LOCKS[s.kind][1]} for s in self.steps])
+        frame.index = pd.RangeIndex(1, len(frame) + 1, name="order")
+        return frame
+
+    @property
+    def hash(self) -> str:
+        payload = {"identity": self.identity, "settings": self.settings,
+                   "statements": [[s.file, s.kind, s.statement] for s in self.to_run]}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    def summary(self) -> Markdown:
+        return Markdown(f"**Plan hash `{self.hash}`**: {len(self.to_run)} statement(s) to run, "
+                        f"{len(self.steps) - len(self.to_run)} already in place, "
+                        f"{len(self.pending)} migration file(s) to record, on environment "
+                        f"`{self.identity['environment']}` (database `{self.identity['database']}`).")
+
+    def show_sql(self) -> Markdown:
+        """The full text of each pending file of this runbook, as the Supabase CLI would apply it."""
+        if not self.pending:
+            return Markdown("_No pending migration file: nothing to apply._")
+        return Markdown("\n\n".join(f"**{m.filename}**\n\n```sql\n{m.path.read_text()}```" for m in self.pending))
+
+    def results(self) -> dict:
+        return {"plan_hash": self.hash, "statements_to_run": len(self.to_run),
+                "statements_skipped": len(self.steps) - len(self.to_run),
+                "pending_files": [m.filename for m in self.pending]}
+
+
+def plan_migration(db: Database, spec: Spec, migrations_dir: str | Path) -> MigrationPlan:
+    """What applying the migration would run against this database now. Read-only."""
+    names = {step: f"{version}_{name}.sql" for step, (version, name) in file_names(spec).items()}
+    local = {m.filename: m for m in history.list_local(migrations_dir)}
+    for filename in names.values():
+        if filename not in local:
+            raise MigrationError(f"migration file {filename} is not in {migrations_dir}; "
+                                 "run `fkrunbook generate-migrations`")
+    expected = {r.filename: r.sql for r in render_migrations(spec)}
+    for filename, text in expected.items():
+        if local[filename].path.read_text() != text:
+            raise MigrationError(f"migration file {filename} differs from what the spec generates; "
+                                 "run `fkrunbook generate-migrations` (or revert the hand edit)")
+    with db.read_only() as conn:
+        fk_states = foreign_key_states(conn, spec)
+        idx_states = index_states(conn, spec)
+        remote = set(history.list_remote(conn.connection.driver_connection))
+        identity = environment_identity(conn, db.env.name)
+    steps = []
+    for s in idx_states:
+        if s.leftover:
+            steps.append(Step(names["index"], "drop_index", s.fk, drop_index_statement(spec, s.fk.index), "run",
+                              f"{s.fk.index} is INVALID (a failed CONCURRENTLY build): drop, then rebuild"))
+        if s.covering:  # valid, non-partial, leading column: an INVALID leftover never counts
+            steps.append(Step(names["index"], "index", s.fk, index_statement(spec, s.fk), "skip",
+                              f"covered by valid index {s.covering}"))
+        else:
+            steps.append(Step(names["index"], "index", s.fk, index_statement(spec, s.fk), "run",
+                              "rebuild after dropping the INVALID leftover" if s.leftover else "no covering index"))
+    for s in fk_states:
+        steps.append(Step(names["add"], "add", s.fk, add_statement(spec, s.fk), "skip" if s.exists else "run",
+                          f"constraint {s.name} already exists" if s.exists else "no foreign key yet"))
+    for s in fk_states:
+        done = s.exists and s.validated
+        steps.append(Step(names["validate"], "validate", s.fk, validate_statement(spec, s.fk, s.name),
+                          "skip" if done else "run",
+                          f"constraint {s.name} already validated" if done else
+                          f"{s.name} is NOT VALID" if s.exists else "added NOT VALID by the step before"))
+    files = pd.DataFrame([{"file": m.filename, "version": m.version, "runbook": m.filename in expected,
+                           "state": "applied" if m.version in remote else "pending"} for m in local.values()],
+                         columns=["file", "version", "runbook", "state"])
+    pending = [local[n] for n in names.values() if local[n].version not in remote]
+    return MigrationPlan(steps, files, pending, identity, timeout_statements(spec),
+                         {step: local[n] for step, n in names.items()})
