@@ -1,0 +1,93 @@
+"""Interop with the real Supabase CLI (npm supabase@2.117.0): the history the runbook writes is the
+history the CLI expects, and files the CLI applies are seen by the runbook as applied.
+
+Skipped only where Node.js is absent. The CLI is taken from .cache/supabase-cli (where .ci/run
+installs it) and installed there with npm if missing.
+"""
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fkrunbook.executor import apply_plan
+from fkrunbook.orphans import clean_up_orphans
+from fkrunbook.plan import plan_migration
+from fkrunbook.verify import verify_constraints
+
+from .conftest import PROJECT
+from .test_migration import MIGRATIONS
+
+VERSION = "2.117.0"
+CACHE = PROJECT / ".cache" / "supabase-cli"
+
+
+@pytest.fixture(scope="session")
+def supabase():
+    if not shutil.which("node") or not shutil.which("npm"):
+        pytest.skip("Node.js and npm are not installed: the Supabase CLI comes from npm")
+    binary = CACHE / "node_modules" / ".bin" / "supabase"
+    if not binary.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--prefix", str(CACHE), "--no-audit", "--no-fund", "-E",
+                        f"supabase@{VERSION}"], check=True, capture_output=True, timeout=600)
+    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    assert version == VERSION
+    return binary
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A team repository as the CLI sees it: supabase/migrations with the runbook's files."""
+    (tmp_path / "supabase").mkdir()
+    shutil.copytree(MIGRATIONS, tmp_path / "supabase" / "migrations")
+    return tmp_path
+
+
+def run_cli(supabase, workdir, *args):
+    env = {**os.environ, "SUPABASE_TELEMETRY_DISABLED": "1", "DO_NOT_TRACK": "1"}
+    result = subprocess.run([str(supabase), *args], cwd=workdir, env=env, capture_output=True, text=True,
+                            timeout=300)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_after_the_runbooks_apply_the_cli_sees_every_version_applied(supabase, workdir, database, spec, tmp_path):
+    db = database.connect()
+    clean_up_orphans(db, spec, tmp_path, "clean", confirm=True)
+    apply_plan(db, spec, MIGRATIONS, {})
+    code, out = run_cli(supabase, workdir, "migration", "list", "--db-url", database.url)
+    assert code == 0, out
+    for version in ("20261126120000", "20261126120001", "20261126120002"):
+        row = next(line for line in out.splitlines() if version in line)
+        assert row.count(version) == 2, row  # Local and Remote
+    code, out = run_cli(supabase, workdir, "db", "push", "--dry-run", "--db-url", database.url)
+    assert code == 0 and "Remote database is up to date." in out, out
+
+
+def test_before_apply_the_cli_would_push_all_three_files(supabase, workdir, database):
+    code, out = run_cli(supabase, workdir, "db", "push", "--dry-run", "--db-url", database.url)
+    assert code == 0, out
+    assert "Would push these migrations:" in out
+    assert [line.strip() for line in out.splitlines() if line.strip().startswith("•")] == [
+        f"• {p.name}" for p in sorted(MIGRATIONS.glob("*.sql"))]
+
+
+def test_after_the_cli_pushed_the_files_the_runbook_sees_nothing_pending(supabase, workdir, database, spec, tmp_path):
+    db = database.connect()
+    clean_up_orphans(db, spec, tmp_path, "clean", confirm=True)
+    code, out = run_cli(supabase, workdir, "db", "push", "--yes", "--db-url", database.url)
+    assert code == 0, out
+    plan = plan_migration(db, spec, MIGRATIONS)
+    assert plan.pending == [] and set(plan.statements["action"]) == {"skip"}
+    assert verify_constraints(db, spec)["ok"].all()
+    assert database.sql("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == [(0,)]
+
+
+def test_the_cli_refuses_to_push_the_validate_file_over_late_orphans(supabase, workdir, database, spec):
+    code, out = run_cli(supabase, workdir, "db", "push", "--yes", "--db-url", database.url)
+    assert code != 0 and "violates foreign key constraint" in out
+    versions = [v for (v,) in database.sql("SELECT version FROM supabase_migrations.schema_migrations ORDER BY 1")]
+    assert versions == ["20261126120000", "20261126120001"]
+    plan = plan_migration(database.connect(), spec, MIGRATIONS)
+    assert [m.filename for m in plan.pending] == ["20261126120002_add_missing_org_fk_constraints_validate.sql"]
