@@ -13,6 +13,14 @@ def test_environments_file_defines_local_staging_production():
     assert envs["staging"].url_env == "STAGING_DATABASE_URL"
     assert envs["production"].url_env == "PRODUCTION_DATABASE_URL" and envs["production"].protected
     assert not envs["staging"].protected
+    assert envs["production"].lock_retries.attempts == 20 and envs["staging"].lock_retries is None
+
+
+def test_malformed_lock_retries_in_an_environment(tmp_path):
+    path = tmp_path / "envs.yaml"
+    path.write_text("environments:\n  staging:\n    kind: url\n    url_env: X\n    lock_retries: {attempts: 0}\n")
+    with pytest.raises(EnvironmentConfigError, match="attempts 0 must be a whole number from 1 to 1000"):
+        load_environments(path)
 
 
 def test_unknown_environment_lists_the_known_ones():

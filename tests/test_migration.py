@@ -30,7 +30,7 @@ def test_each_step_is_in_its_own_file(spec):
     assert add.sql.count("NOT VALID;") == 3 and "VALIDATE CONSTRAINT" not in add.sql
     assert validate.sql.count("VALIDATE CONSTRAINT %I'") == 3 and "ADD CONSTRAINT" not in validate.sql
     for r in (index, add, validate):
-        assert "SET lock_timeout = '1s'" in r.sql and "SET statement_timeout = '15min'" in r.sql
+        assert "SET lock_timeout = '1s';\nSET statement_timeout = '15min';\nSET max_parallel_maintenance_workers = 0;" in r.sql
         assert "-- Verification" in r.sql
     assert add.sql.count("DO $$") == 3 and validate.sql.count("DO $$") == 3
 

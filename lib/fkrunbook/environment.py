@@ -8,7 +8,8 @@ from pathlib import Path
 import psycopg.conninfo
 import yaml
 
-from .errors import EnvironmentConfigError, EnvironmentUnknownError
+from .errors import EnvironmentConfigError, EnvironmentUnknownError, SpecError
+from .spec import LockRetries, parse_retries
 
 KINDS = ("embedded", "url")
 
@@ -22,6 +23,7 @@ class Environment:
     data_dir: Path | None = None
     database: str = "fkrunbook"
     bin_dir: Path | None = None
+    lock_retries: LockRetries | None = None  # overrides the spec's migration.lock_retries here
 
     def url(self) -> str:
         """The libpq URL of a ``url`` environment, read from its variable (see :func:`fkrunbook.database.connect`
@@ -70,19 +72,24 @@ def load_environments(path: str | Path) -> dict[str, Environment]:
             raise EnvironmentConfigError(f"environment {name!r} in {str(path)!r} has a 'url': never write URLs in a "
                                          "file; name the variable that holds it with url_env", environment=name)
         base = path.parent
+        try:
+            retries = parse_retries(item["lock_retries"], f"environment {name!r}: lock_retries") \
+                if item.get("lock_retries") is not None else None
+        except SpecError as err:
+            raise EnvironmentConfigError(f"{err} (in {str(path)!r})", environment=name) from None
         if item["kind"] == "embedded":
             if not item.get("data_dir"):
                 raise EnvironmentConfigError(f"environment {name!r} in {str(path)!r} needs data_dir", environment=name)
             result[name] = Environment(
                 name=name, kind="embedded", protected=bool(item.get("protected", False)),
                 data_dir=(base / item["data_dir"]).resolve(), database=str(item.get("database", "fkrunbook")),
-                bin_dir=(base / item["bin_dir"]).resolve() if item.get("bin_dir") else None)
+                bin_dir=(base / item["bin_dir"]).resolve() if item.get("bin_dir") else None, lock_retries=retries)
         else:
             if not item.get("url_env"):
                 raise EnvironmentConfigError(f"environment {name!r} in {str(path)!r} needs url_env: the name of the "
                                              "environment variable holding its URL", environment=name)
             result[name] = Environment(name=name, kind="url", protected=bool(item.get("protected", False)),
-                                       url_env=str(item["url_env"]))
+                                       url_env=str(item["url_env"]), lock_retries=retries)
     return result
 
 

@@ -108,6 +108,11 @@ class LockUnavailableError(FkrunbookError):
         self.statement, self.blockers, self.attempts = statement, blockers, attempts
         super().__init__(message)
 
+    def _render_traceback_(self):  # IPython: show every attempt in the failed cell
+        lines = [f"{type(self).__name__}: {self}", "", "Attempts:"]
+        lines += [f"  {a['attempt']}: waited {a['waited_s']:.3f} s, {a['outcome']}" for a in self.attempts]
+        return lines
+
 
 class ValidationFailedError(FkrunbookError):
     """VALIDATE CONSTRAINT found rows without a parent (orphans written after the check).

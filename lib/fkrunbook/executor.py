@@ -71,7 +71,7 @@ def apply_plan(db: Database, spec: Spec, migrations_dir: str | Path, orphans: di
         raise MigrationError(f"the plan changed since it was previewed (hash {plan.hash[:12]}, previewed "
                              f"{expected_hash[:12]}); run migration_preview again and review it")
     _refuse_out_of_order(plan)
-    runner = _Runner(db, spec, retries or spec.migration.retries)
+    runner = _Runner(db, spec, retries or db.env.lock_retries or spec.migration.retries)
     recorded = []
     with db.connect_raw(autocommit=True) as conn:
         for setting in plan.settings:

@@ -58,9 +58,11 @@ def validate_statement(spec: Spec, fk: ForeignKey, constraint: str | None = None
     return f"ALTER TABLE {qualified(spec.schema, fk.table)} VALIDATE CONSTRAINT {ident(constraint or fk.constraint)}"
 
 
-def timeout_statements(spec: Spec) -> list[str]:
+def session_settings(spec: Spec) -> list[str]:
+    """What every statement of the migration runs under, in the files and in the runbook's apply."""
     m = spec.migration
-    return [f"SET lock_timeout = {literal(m.lock_timeout)}", f"SET statement_timeout = {literal(m.statement_timeout)}"]
+    return [f"SET lock_timeout = {literal(m.lock_timeout)}", f"SET statement_timeout = {literal(m.statement_timeout)}",
+            f"SET max_parallel_maintenance_workers = {m.index_build_workers}"]
 
 
 def file_names(spec: Spec) -> dict[str, tuple[str, str]]:
@@ -88,8 +90,8 @@ def render_migrations(spec: Spec) -> list[RenderedFile]:
     """The migration files for this spec, as text. Pure: same spec, same bytes."""
     src = Path(spec.path).name if spec.path else "the runbook spec"
     header = GENERATED_BY.format(spec=src)
-    timeouts = "".join(f"{s};\n" for s in timeout_statements(spec))
-    reset = "RESET statement_timeout;\nRESET lock_timeout;\n"
+    timeouts = "".join(f"{s};\n" for s in session_settings(spec))
+    reset = "RESET max_parallel_maintenance_workers;\nRESET statement_timeout;\nRESET lock_timeout;\n"
     names = ", ".join(literal(fk.constraint) for fk in spec.foreign_keys)
     verify = (
         "-- Verification (after all three steps): every row shows convalidated = t and confdeltype = 'c' (CASCADE).\n"

@@ -84,7 +84,8 @@ def find_orphans(db: Database, spec: Spec, sample_size: int = 5) -> OrphanReport
     with db.read_only() as conn:
         for fk in spec.foreign_keys:
             count = conn.execute(text(orphan_query(spec, fk, "count(*)"))).scalar()
-            result = conn.execute(text(orphan_query(spec, fk) + " LIMIT :n"), {"n": sample_size})
+            limit = sample_size if count else 0  # with no orphan, a LIMIT query would scan the table again
+            result = conn.execute(text(orphan_query(spec, fk) + " LIMIT :n"), {"n": limit})
             samples[fk.label] = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
             rows.append((fk.label, "foreign key", int(count), None, "delete in orphan_cleanup" if count else "none"))
         for exc in spec.exceptions:

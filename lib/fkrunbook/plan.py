@@ -22,7 +22,7 @@ from .catalog import environment_identity, foreign_key_states, index_states
 from .database import Database
 from .errors import MigrationError
 from .migration import (add_statement, drop_index_statement, file_names, index_statement, render_migrations,
-                        timeout_statements, validate_statement)
+                        session_settings, validate_statement)
 from .spec import ForeignKey, Spec
 
 # What each kind of statement locks, and whether writers wait for it.
@@ -140,5 +140,5 @@ def plan_migration(db: Database, spec: Spec, migrations_dir: str | Path) -> Migr
                            "state": "applied" if m.version in remote else "pending"} for m in local.values()],
                          columns=["file", "version", "runbook", "state"])
     pending = [local[n] for n in names.values() if local[n].version not in remote]
-    return MigrationPlan(steps, files, pending, identity, timeout_statements(spec),
+    return MigrationPlan(steps, files, pending, identity, session_settings(spec),
                          {step: local[n] for step, n in names.items()})

@@ -81,6 +81,7 @@ class MigrationSettings:
     lock_timeout: str
     statement_timeout: str
     retries: LockRetries = LockRetries()
+    index_build_workers: int = 0  # max_parallel_maintenance_workers while building indexes
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
         lock_timeout=p.duration(mig_raw, "lock_timeout", "migration", "1s"),
         statement_timeout=p.duration(mig_raw, "statement_timeout", "migration", "15min"),
         retries=parse_retries(mig_raw.get("lock_retries"), "migration.lock_retries", p),
+        index_build_workers=p.count(mig_raw, "index_build_workers", "migration", 0, 64),
     )
     fks = []
     for i, item in enumerate(p.sequence(p.required(doc, "foreign_keys", "the document"), "foreign_keys")):
@@ -238,6 +240,12 @@ class _Parser:
         if not isinstance(value, str) or not value.strip():
             self.fail(f"{where}.{key} must be a non-empty text")
         return " ".join(value.split())
+
+    def count(self, mapping, key, where, default, most):
+        value = mapping.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= most:
+            self.fail(f"{where}.{key} {value!r} must be a whole number from 0 to {most}")
+        return value
 
     def duration(self, mapping, key, where, default):
         value = str(mapping.get(key, default))

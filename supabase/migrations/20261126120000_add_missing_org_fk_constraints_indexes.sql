@@ -7,6 +7,7 @@
 -- and rebuild it. Without an index every delete of an organization scans the child table.
 SET lock_timeout = '1s';
 SET statement_timeout = '15min';
+SET max_parallel_maintenance_workers = 0;
 
 -- impersonation_sessions_projection.target_org_id
 CREATE INDEX CONCURRENTLY IF NOT EXISTS "idx_impersonation_sessions_target_org" ON "public"."impersonation_sessions_projection" ("target_org_id");
@@ -17,6 +18,7 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS "cross_tenant_access_grants_projection_p
 -- cross_tenant_access_grants_projection.consultant_org_id
 CREATE INDEX CONCURRENTLY IF NOT EXISTS "cross_tenant_access_grants_projection_consultant_org_id_idx" ON "public"."cross_tenant_access_grants_projection" ("consultant_org_id");
 
+RESET max_parallel_maintenance_workers;
 RESET statement_timeout;
 RESET lock_timeout;
 -- Verification: each index is valid (indisvalid = t).

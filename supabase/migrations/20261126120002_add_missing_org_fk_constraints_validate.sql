@@ -6,6 +6,7 @@
 -- Idempotent: a key already validated is skipped.
 SET lock_timeout = '1s';
 SET statement_timeout = '15min';
+SET max_parallel_maintenance_workers = 0;
 
 -- impersonation_sessions_projection.target_org_id
 DO $$
@@ -64,6 +65,7 @@ BEGIN
 END
 $$;
 
+RESET max_parallel_maintenance_workers;
 RESET statement_timeout;
 RESET lock_timeout;
 -- Verification (after all three steps): every row shows convalidated = t and confdeltype = 'c' (CASCADE).
