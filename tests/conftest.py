@@ -102,14 +102,17 @@ def project_copy(tmp_path) -> Path:
 
 
 def schema_state(db_url: str) -> dict:
-    """Everything a failed command must leave untouched: constraints, row counts, history."""
+    """Everything a failed command must leave untouched: constraints, indexes, row counts, history."""
     with psycopg.connect(db_url) as conn:
         fks = conn.execute("SELECT conrelid::regclass::text, conname, convalidated FROM pg_constraint "
                            "WHERE contype = 'f' ORDER BY 1, 2").fetchall()
         counts = {t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0]
                   for t in ("organizations_projection", "impersonation_sessions_projection",
                             "cross_tenant_access_grants_projection", "domain_events", "workflow_queue_projection")}
+        indexes = conn.execute("SELECT indexrelid::regclass::text, indisvalid FROM pg_index i JOIN pg_class c "
+                               "ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                               "WHERE n.nspname = 'public' ORDER BY 1").fetchall()
         history = conn.execute("SELECT to_regclass('supabase_migrations.schema_migrations') IS NOT NULL").fetchone()[0]
         versions = conn.execute("SELECT version FROM supabase_migrations.schema_migrations ORDER BY 1").fetchall() \
             if history else []
-    return {"fks": fks, "counts": counts, "versions": versions}
+    return {"fks": fks, "indexes": indexes, "counts": counts, "versions": versions}

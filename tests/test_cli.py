@@ -1,4 +1,5 @@
 """The CLI as a user types it: one clear line and a non-zero exit for every mistake, nothing changed."""
+import json
 import os
 import subprocess
 import sys
@@ -82,3 +83,60 @@ def test_every_command_has_help_with_an_example():
     for path in (["run"], ["demo"], ["generate-migrations"], ["local", "start"], ["local", "reset"], ["local", "stop"]):
         result = runner.invoke(main, [*path, "--help"])
         assert result.exit_code == 0 and "Example: fkrunbook " in result.output, path
+
+
+def test_cli_rejects_an_injected_identifier_before_anything_runs(project_copy, database):
+    spec = project_copy / "runbooks" / "add_missing_org_fk_constraints.yaml"
+    spec.write_text(spec.read_text().replace("table: impersonation_sessions_projection",
+                                             "table: impersonation_sessions_projection; drop table y", 1))
+    before = schema_state(database.url)
+    result = cli("run", "--env", "staging", cwd=project_copy, env={"STAGING_DATABASE_URL": database.url})
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
+    assert "'impersonation_sessions_projection; drop table y' is not a plain PostgreSQL identifier" in result.stderr
+    assert not (project_copy / "audit").exists() and schema_state(database.url) == before
+
+
+def test_cli_summary_table_and_archive_commands(project_copy, database):
+    env = {"STAGING_DATABASE_URL": database.url}
+    result = cli("run", "--env", "staging", "--phase", "orphan_check", "--phase", "migration_preview",
+                 cwd=project_copy, env=env)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(out) if line.startswith("phase "))
+    assert out[header + 1].startswith("orphan_check       succeeded")
+    assert out[header + 2].startswith("migration_preview  succeeded") and "plan_hash: " in out[header + 2]
+    assert out[header + 3].startswith("report: audit/staging/") and "chain #1" in out[header + 3]
+    quiet = cli("run", "--env", "staging", "--phase", "orphan_check", "--quiet", cwd=project_copy, env=env)
+    assert quiet.returncode == 0 and len(quiet.stdout.splitlines()) == 1
+
+    listing = cli("archive", "list", cwd=project_copy)
+    assert listing.returncode == 0 and len(listing.stdout.splitlines()) == 3  # header and two runs
+    run_id = listing.stdout.splitlines()[1].split()[0]
+    shown = cli("archive", "show", run_id, cwd=project_copy)
+    assert shown.returncode == 0 and f'"run_id": "{run_id}"' in shown.stdout
+    assert cli("archive", "show", "nope", cwd=project_copy).returncode == 1
+    verified = cli("archive", "verify", "staging", cwd=project_copy)
+    assert verified.returncode == 0 and "2 sealed run(s) verified" in verified.stdout
+    (project_copy / "audit" / "staging" / run_id / "01_orphan_check.html").write_text("<p>rewritten</p>")
+    tampered = cli("archive", "verify", cwd=project_copy)
+    assert tampered.returncode == 1
+    assert f"staging/{run_id}: file 01_orphan_check.html changed" in tampered.stdout
+    assert "the evidence was altered" in tampered.stderr
+
+
+def test_cli_protected_environment_apply_needs_the_previewed_hash(project_copy, database, spec, tmp_path):
+    from fkrunbook.orphans import clean_up_orphans
+
+    clean_up_orphans(database.connect(), spec, tmp_path, "clean", confirm=True)
+    env = {"PRODUCTION_DATABASE_URL": database.url}  # production is protected in the project's environments
+    before = schema_state(database.url)
+    refused = cli("run", "--env", "production", "--phase", "apply", cwd=project_copy, env=env)
+    assert refused.returncode == 1 and "needs --approve PLAN_HASH" in refused.stderr
+    assert "fkrunbook run --env production --phase migration_preview" in refused.stderr
+    assert schema_state(database.url) == before
+    preview = cli("run", "--env", "production", "--phase", "migration_preview", cwd=project_copy, env=env)
+    run_id = preview.stdout.splitlines()[-1].split()[1]
+    plan_hash = json.loads((project_copy / "audit" / "production" / run_id / "manifest.json").read_text())["plan_hash"]
+    applied = cli("run", "--env", "production", "--phase", "apply", "--approve", plan_hash, cwd=project_copy, env=env)
+    assert applied.returncode == 0, applied.stderr
+    assert len(schema_state(database.url)["fks"]) == 3

@@ -64,12 +64,64 @@ def test_apply_refuses_while_orphans_remain_and_changes_nothing(database, spec):
     assert schema_state(database.url) == before
 
 
-def test_apply_refuses_on_a_protected_environment(database, spec, tmp_path):
+def test_protected_environment_needs_an_approval_of_the_exact_plan(database, spec, tmp_path):
     _clean(database, spec, tmp_path)
+    guarded = database.connect("guarded")
     before = schema_state(database.url)
-    with pytest.raises(ProtectedEnvironmentError, match="apply refuses"):
-        apply_plan(database.connect("guarded"), spec, MIGRATIONS, {})
+    with pytest.raises(ProtectedEnvironmentError) as info:  # no approval
+        apply_plan(guarded, spec, MIGRATIONS, {})
+    assert str(info.value) == ("environment 'guarded' is protected: apply needs --approve PLAN_HASH; review the plan "
+                               "with `fkrunbook run --env guarded --phase migration_preview` and pass the plan hash "
+                               "it shows")
+    approved = plan_migration(guarded, spec, MIGRATIONS).hash
+    database.sql(f"CREATE INDEX {spec.foreign_keys[1].index} ON cross_tenant_access_grants_projection (provider_org_id)")
+    after_index = schema_state(database.url)
+    with pytest.raises(ProtectedEnvironmentError, match="plan changed since it was approved"):  # stale approval
+        apply_plan(guarded, spec, MIGRATIONS, {}, expected_hash=approved)
+    assert schema_state(database.url) == after_index != before
+    fresh = plan_migration(guarded, spec, MIGRATIONS).hash
+    result = apply_plan(guarded, spec, MIGRATIONS, {}, expected_hash=fresh)  # the right approval
+    assert result.plan_hash == fresh and verify_constraints(guarded, spec)["ok"].all()
+
+
+def test_a_second_operator_is_refused_while_one_applies(database, spec, tmp_path):
+    from fkrunbook.errors import ConcurrentRunError
+    from fkrunbook.guard import lock_key
+
+    _clean(database, spec, tmp_path)
+    other = psycopg.connect(database.url, autocommit=True, application_name="fkrunbook-operator-a")
+    other.execute("SELECT pg_advisory_lock(%s, %s)", lock_key(spec.name))
+    before = schema_state(database.url)
+    try:
+        with pytest.raises(ConcurrentRunError) as info:
+            apply_plan(database.connect(), spec, MIGRATIONS, {})
+    finally:
+        other.close()
+    assert "another fkrunbook apply or clean-up is running on environment 'test'" in str(info.value)
+    assert "fkrunbook-operator-a" in str(info.value) and "wait for it to finish" in str(info.value)
     assert schema_state(database.url) == before
+    apply_plan(database.connect(), spec, MIGRATIONS, {})  # once the first is gone
+
+
+def test_two_applies_at_once_one_applies_the_other_refuses_or_finds_nothing(database, spec, tmp_path):
+    from fkrunbook.errors import ConcurrentRunError
+
+    _clean(database, spec, tmp_path)
+    outcomes = []
+
+    def apply():
+        try:
+            outcomes.append(apply_plan(database.connect(), spec, MIGRATIONS, {}).results()["statements_applied"])
+        except ConcurrentRunError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=apply) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(map(str, outcomes)) in (["8", "refused"], ["0", "8"])  # never both applying
+    assert _versions(database) == ["20261126120000", "20261126120001", "20261126120002"]
 
 
 def test_apply_refuses_when_an_older_migration_is_pending(database, spec, tmp_path):

@@ -78,11 +78,23 @@ def test_cleanup_keeps_an_exact_copy_of_every_deleted_row(database, spec, sample
     assert restore == sample.orphans["impersonation_sessions_projection.target_org_id"]
 
 
-def test_cleanup_refuses_on_a_protected_environment(database, spec, tmp_path):
+def test_cleanup_on_a_protected_environment_needs_an_approval_of_exactly_these_rows(database, spec, tmp_path):
+    guarded = database.connect("guarded")
     before = schema_state(database.url)
-    with pytest.raises(ProtectedEnvironmentError, match="'guarded' is protected: orphan clean-up refuses"):
-        clean_up_orphans(database.connect("guarded"), spec, tmp_path, "run-1", confirm=True)
-    assert schema_state(database.url) == before
+    with pytest.raises(ProtectedEnvironmentError) as info:
+        clean_up_orphans(guarded, spec, tmp_path, "run-1", confirm=True)
+    assert "orphan clean-up needs --approve PLAN_HASH" in str(info.value)
+    assert "`fkrunbook run --env guarded --phase orphan_cleanup`" in str(info.value)
+    dry = clean_up_orphans(guarded, spec, tmp_path, "run-1")
+    assert dry.plan_hash == clean_up_orphans(guarded, spec, tmp_path, "run-1").plan_hash  # stable
+    database.sql("DELETE FROM impersonation_sessions_projection WHERE session_id = 'planted-1'")
+    changed = schema_state(database.url)
+    with pytest.raises(ProtectedEnvironmentError, match="plan changed since it was approved"):
+        clean_up_orphans(guarded, spec, tmp_path, "run-1", confirm=True, approve=dry.plan_hash)
+    assert schema_state(database.url) == changed != before
+    fresh = clean_up_orphans(guarded, spec, tmp_path, "run-1").plan_hash
+    done = clean_up_orphans(guarded, spec, tmp_path, "run-1", confirm=True, approve=fresh)
+    assert done.confirmed and done.plan_hash == fresh and find_orphans(guarded, spec).clean
 
 
 def test_cleanup_deletes_nothing_when_its_copy_cannot_be_written(database, spec, tmp_path):

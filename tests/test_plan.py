@@ -80,7 +80,7 @@ def test_apply_refuses_a_plan_that_changed_since_the_preview(database, spec, tmp
     clean_up_orphans(db, spec, tmp_path, "clean", confirm=True)
     previewed = plan_migration(db, spec, MIGRATIONS).hash
     database.sql(f"CREATE INDEX {spec.foreign_keys[2].index} ON cross_tenant_access_grants_projection (consultant_org_id)")
-    with pytest.raises(MigrationError, match="the plan changed since it was previewed"):
+    with pytest.raises(MigrationError, match="the apply plan changed since it was previewed"):
         apply_plan(db, spec, MIGRATIONS, {}, expected_hash=previewed)
     result = apply_plan(db, spec, MIGRATIONS, {}, expected_hash=plan_migration(db, spec, MIGRATIONS).hash)
     assert result.plan_hash != previewed

@@ -67,15 +67,24 @@ def run(env, phases, confirm, approve, write_docs, docs_dir, spec_path, environm
 
     Example: fkrunbook run --env staging --phase orphan_check --phase migration_preview
     """
+    from .errors import PhaseFailedError
     from .runbook import resolve_phases, run_phases
 
     resolve_phases(list(phases))  # a misspelled phase fails before anything connects
     parameters = {"confirm": confirm, "write": write_docs, "approve": approve or ""}
     if docs_dir:
         parameters["docs_dir"] = docs_dir
-    result = run_phases(_project(project), env, list(phases), spec_path=spec_path, environments_path=environments_path,
-                        parameters=parameters, run_id=run_id, cell_timeout=cell_timeout,
-                        on_event=None if quiet else _print_event)
+    proj = _project(project)
+    try:
+        result = run_phases(proj, env, list(phases), spec_path=spec_path, environments_path=environments_path,
+                            parameters=parameters, run_id=run_id, cell_timeout=cell_timeout,
+                            on_event=None if quiet else _print_event)
+    except PhaseFailedError as err:
+        if not quiet:
+            _print_summary(proj.audit / env / err.run_id)
+        raise
+    if not quiet:
+        _print_summary(result.run_dir)
     click.echo(f"run {result.run_id} succeeded; evidence: {_shown(result.run_dir)}")
 
 
@@ -112,9 +121,11 @@ def demo(rows, project):
     docs_dir = proj.audit / "local" / run_id / "docs"
     result = run_phases(proj, "local", None, parameters={"confirm": True, "write": True, "docs_dir": docs_dir},
                         run_id=run_id, on_event=_print_event)
-    click.echo(f"Done in {time.monotonic() - started:.1f} s: orphans quarantined and deleted, three foreign keys "
-               "added NOT VALID then validated, cascade proven and rolled back, docs written.")
-    click.echo(f"Evidence: {_shown(result.run_dir)} (manifest.json and the six executed notebooks)")
+    _print_summary(result.run_dir)
+    click.echo(f"Done in {time.monotonic() - started:.1f} s: orphans quarantined and deleted, covering indexes built, "
+               "three foreign keys added NOT VALID then validated, cascade proven and rolled back, docs written.")
+    click.echo(f"Evidence: {_shown(result.run_dir)} (sealed manifest.json, the six executed notebooks and their "
+               f"HTML reports); all runs: {_shown(proj.audit / 'index.html')}")
 
 
 @main.command("generate-migrations")
@@ -197,16 +208,133 @@ def local_stop(environments_path, project):
     click.echo("stopped" if stop_server(env.data_dir, env.bin_dir) else "not running")
 
 
+@main.group()
+def archive():
+    """The audit evidence: list, show and verify sealed runs."""
+
+
+audit_option = click.option("--audit", "audit_dir", type=click.Path(file_okay=False),
+                            help="Evidence folder (default: the project's audit/).")
+
+
+def _audit_dir(audit_dir, project) -> Path:
+    return Path(audit_dir) if audit_dir else _project(project).audit
+
+
+@archive.command("list")
+@click.option("--env", help="Only this environment.")
+@audit_option
+@project_option
+@_friendly
+def archive_list(env, audit_dir, project):
+    """List the runs, newest first.
+
+    Example: fkrunbook archive list --env staging
+    """
+    from .evidence import load_runs, run_table
+
+    table = run_table(load_runs(_audit_dir(audit_dir, project), env))
+    click.echo(table.to_string(index=False) if len(table) else "no runs")
+
+
+@archive.command("show")
+@click.argument("run_id")
+@audit_option
+@project_option
+@_friendly
+def archive_show(run_id, audit_dir, project):
+    """Show one run's manifest.
+
+    Example: fkrunbook archive show 20261126T120000Z-a1b2c3
+    """
+    import json
+
+    from .errors import FkrunbookError
+    from .evidence import find_run
+
+    run = find_run(_audit_dir(audit_dir, project), run_id)
+    if run is None:
+        raise FkrunbookError(f"run {run_id!r} is not in the archive; `fkrunbook archive list` shows the runs")
+    click.echo(json.dumps(run.manifest, indent=2))
+
+
+@archive.command("verify")
+@click.argument("target", required=False)
+@audit_option
+@project_option
+@_friendly
+def archive_verify(target, audit_dir, project):
+    """Recompute every file hash and the chain of manifests (a run id, an environment, or all).
+
+    Example: fkrunbook archive verify staging
+    """
+    from .errors import FkrunbookError
+    from .evidence import verify_archive
+
+    try:
+        problems, checked = verify_archive(_audit_dir(audit_dir, project), target)
+    except LookupError:
+        raise FkrunbookError(f"{target!r} is neither a run nor an environment in the archive; "
+                             "`fkrunbook archive list` shows them") from None
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        raise FkrunbookError(f"{len(problems)} problem(s) in {checked} sealed run(s): the evidence was altered")
+    click.echo(f"{checked} sealed run(s) verified: every file and the chain are intact")
+
+
 def _print_event(kind: str, info: dict) -> None:
+    prefix = f"[{info['index']}/{info['total']}] {info['phase']}"
+    live = sys.stderr.isatty()
     if kind == "phase_started":
-        click.echo(f"[{info['index']}/{info['total']}] {info['phase']} ...")
+        click.echo(f"{prefix} ...")
+    elif kind == "cell_started" and live:
+        click.echo(f"\r{prefix}: cell {info['cell']}/{info['cells']}, {info['elapsed_s']:.1f} s   ", err=True, nl=False)
     elif kind == "phase_finished":
-        summary = ", ".join(f"{k}: {_brief(v)}" for k, v in (info.get("results") or {}).items())
-        click.echo(f"      {info['status']} in {info['duration_s']:.1f} s" + (f"; {summary}" if summary else ""))
+        if live:
+            click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
+        click.echo(f"      {info['status']} in {info['duration_s']:.1f} s" + (f"; {_key_result(info)}" if info.get("results") else ""))
+
+
+# The result that matters most for each phase, in the summary table.
+KEY_RESULTS = {"orphan_check": ("orphans",), "orphan_cleanup": ("rows", "confirmed", "cleanup_hash"),
+               "migration_preview": ("statements_to_run", "statements_skipped", "plan_hash"),
+               "apply": ("statements_applied", "lock_retries", "plan_hash"), "cascade_validation": ("passed",),
+               "docs_update": ("files_changed", "written")}
+
+
+def _key_result(entry: dict) -> str:
+    results = entry.get("results") or {}
+    keys = KEY_RESULTS.get(entry.get("name") or entry.get("phase"), tuple(results))
+    return ", ".join(f"{k}: {_brief(results[k])}" for k in keys if k in results)
+
+
+def _print_summary(run_dir: Path) -> None:
+    import json
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    rows = [(p["name"], p["status"], f"{p['duration_s']:.1f} s" if "duration_s" in p else "", _key_result(p))
+            for p in manifest["phases"]]
+    widths = [max(len(r[i]) for r in rows + [("phase", "status", "duration", "key result")]) for i in range(3)]
+    click.echo("")
+    for row in [("phase", "status", "duration", "key result")] + rows:
+        click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+    reports = manifest.get("reports") or []
+    click.echo(f"report: {_shown(run_dir / reports[0]) if reports else _shown(run_dir)} "
+               f"(all runs: {_shown(run_dir.parent.parent / 'index.html')}); "
+               f"manifest sha256 {_sha256(run_dir / 'manifest.json')[:16]}, chain #{manifest.get('sequence')}")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _brief(value) -> str:
-    """A result in a few characters: totals of per-column counts, lengths of lists."""
+    """A result in a few characters: totals of per-column counts, lengths of lists, short hashes."""
+    if isinstance(value, str) and len(value) == 64:
+        return value[:12]
     if isinstance(value, dict) and all(isinstance(v, (int, bool)) for v in value.values()):
         if all(isinstance(v, bool) for v in value.values()):
             return f"{sum(value.values())}/{len(value)}"

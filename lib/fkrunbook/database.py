@@ -23,6 +23,7 @@ CONNECT_TIMEOUT_S = 10
 class Database:
     env: Environment
     _url: str = field(repr=False)
+    read_only_session: bool = False  # every connection READ ONLY: for the phases that only look
 
     def __post_init__(self):
         params = psycopg.conninfo.conninfo_to_dict(self._url)
@@ -34,6 +35,7 @@ class Database:
     def connect_raw(self, autocommit: bool = False, read_only: bool = False) -> psycopg.Connection:
         """A plain psycopg connection (the engine's creator). Errors come out redacted.
         ``read_only`` makes every transaction on it READ ONLY (for the notebooks' ``%sql``)."""
+        read_only = read_only or self.read_only_session
         options = {"options": "-c default_transaction_read_only=on"} if read_only else {}
         try:
             return psycopg.connect(self._url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=autocommit,
@@ -77,6 +79,11 @@ class Database:
     def server_version_num(self) -> int:
         return int(self.query("SHOW server_version_num").iloc[0, 0])
 
+    @property
+    def secrets(self) -> list[str]:
+        """The connection's secrets, for the last scan of the evidence before it is sealed."""
+        return list(self._secrets)
+
     def redact(self, message: str) -> str:
         for secret in self._secrets:
             message = message.replace(secret, "***")
@@ -91,15 +98,16 @@ def _first_line(err: Exception) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def connect(env: str | Environment, environments_path: str | Path | None = None) -> Database:
+def connect(env: str | Environment, environments_path: str | Path | None = None, read_only: bool = False) -> Database:
     """Connect to an environment by name (or :class:`Environment`) and check that it answers.
 
     The local (embedded) environment is started on demand, and its database is created with the
-    baseline schema and staging-like sample data the first time.
+    baseline schema and staging-like sample data the first time. With ``read_only``, every
+    transaction on every connection of the returned object is READ ONLY.
     """
     if isinstance(env, str):
         env = get_environment(env, environments_path)
-    db = Database(env, env.url() if env.kind == "url" else _local_url(env))
+    db = Database(env, env.url() if env.kind == "url" else _local_url(env), read_only)
     db.connect_raw().close()
     return db
 

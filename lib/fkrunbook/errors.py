@@ -55,12 +55,28 @@ class PhaseUnknownError(FkrunbookError):
 
 
 class ProtectedEnvironmentError(FkrunbookError):
-    def __init__(self, environment: str, action: str):
-        self.environment, self.action = environment, action
-        super().__init__(
-            f"environment {environment!r} is protected: {action} refuses to run there "
-            "(run the read-only phases, or use staging)"
-        )
+    """A protected environment: the change runs only with an approval of the exact plan."""
+
+    def __init__(self, environment: str, action: str, *, phase: str, current_hash: str, approved: str | None = None):
+        self.environment, self.action, self.current_hash, self.approved = environment, action, current_hash, approved
+        preview = f"fkrunbook run --env {environment} --phase {phase}"
+        if approved:
+            message = (f"environment {environment!r} is protected and the {action} plan changed since it was approved "
+                       f"(approved {approved[:12]}, now {current_hash[:12]}); review it again with `{preview}` "
+                       "and approve the new hash")
+        else:
+            message = (f"environment {environment!r} is protected: {action} needs --approve PLAN_HASH; review the plan "
+                       f"with `{preview}` and pass the plan hash it shows")
+        super().__init__(message)
+
+
+class ConcurrentRunError(FkrunbookError):
+    """Another operator is changing the same environment right now."""
+
+    def __init__(self, environment: str, holder: str):
+        self.environment, self.holder = environment, holder
+        super().__init__(f"another fkrunbook apply or clean-up is running on environment {environment!r} ({holder}); "
+                         "wait for it to finish, then run again")
 
 
 class OrphansPresentError(FkrunbookError):
@@ -125,3 +141,7 @@ class ValidationFailedError(FkrunbookError):
     def _render_traceback_(self):  # IPython: show the offending rows in the failed cell
         return [f"{type(self).__name__}: {self}", "", f"Offending rows in {self.column}:",
                 self.rows.to_string(max_rows=20, max_colwidth=40)]
+
+
+class PlanChangedError(MigrationError):
+    """The plan computed now is not the one previewed (and approved)."""

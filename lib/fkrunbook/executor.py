@@ -22,8 +22,8 @@ from psycopg import errors
 
 from . import history
 from .database import Database
-from .errors import (LockUnavailableError, MigrationError, OrphansPresentError, ProtectedEnvironmentError,
-                     ValidationFailedError)
+from .errors import LockUnavailableError, MigrationError, OrphansPresentError, ValidationFailedError
+from .guard import exclusive_change, require_approval
 from .orphans import orphan_query
 from .plan import MigrationPlan, Step, plan_migration
 from .spec import LockRetries, Spec, duration_seconds
@@ -57,23 +57,20 @@ def apply_plan(db: Database, spec: Spec, migrations_dir: str | Path, orphans: di
                retries: LockRetries | None = None, expected_hash: str | None = None) -> ApplyResult:
     """Recompute the plan, then run exactly its statements and record the runbook's files.
 
-    Refuses on a protected environment, while ``orphans`` (from the orphan check) shows any, when
-    an older migration of the folder is still pending, and, given ``expected_hash``, when the plan
-    is no longer the one previewed.
+    Refuses while ``orphans`` (from the orphan check) shows any; when ``expected_hash`` is given and
+    is not the plan's hash now; on a protected environment, unless ``expected_hash`` approves this
+    exact plan; when an older migration of the folder is still pending; and while another operator
+    is applying to the same database (an advisory lock held for the whole apply).
     """
-    if db.env.protected:
-        raise ProtectedEnvironmentError(db.env.name, "apply")
     if any(orphans.values()):
         raise OrphansPresentError(orphans)
-    plan = plan_migration(db, spec, migrations_dir)
-    log.info("plan hash %s: %d statement(s) to run", plan.hash, len(plan.to_run))
-    if expected_hash and expected_hash != plan.hash:
-        raise MigrationError(f"the plan changed since it was previewed (hash {plan.hash[:12]}, previewed "
-                             f"{expected_hash[:12]}); run migration_preview again and review it")
-    _refuse_out_of_order(plan)
     runner = _Runner(db, spec, retries or db.env.lock_retries or spec.migration.retries)
     recorded = []
-    with db.connect_raw(autocommit=True) as conn:
+    with db.connect_raw(autocommit=True) as conn, exclusive_change(db, conn, spec.name):
+        plan = plan_migration(db, spec, migrations_dir)  # computed under the lock: no one changes it meanwhile
+        log.info("plan hash %s: %d statement(s) to run", plan.hash, len(plan.to_run))
+        require_approval(db, "apply", "migration_preview", plan.hash, expected_hash)
+        _refuse_out_of_order(plan)
         for setting in plan.settings:
             conn.execute(setting)
         runner.conn = conn

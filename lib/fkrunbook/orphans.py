@@ -7,6 +7,7 @@ reported, never deleted (the event store is append-only history).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -16,9 +17,10 @@ import pandas as pd
 from IPython.display import Markdown
 from sqlalchemy import text
 
-from .catalog import relation_kind
+from .catalog import environment_identity, relation_kind
 from .database import Database
-from .errors import OrphansPresentError, ProtectedEnvironmentError
+from .errors import OrphansPresentError
+from .guard import exclusive_change, require_approval
 from .spec import ForeignKey, IntentionalException, Spec
 from .sqltext import ident, qualified
 
@@ -114,50 +116,83 @@ class CleanupResult:
     confirmed: bool
     summary: pd.DataFrame                  # column, rows (deleted, or that would be)
     rows: dict[str, pd.DataFrame]          # "table.column" -> the rows
+    plan_hash: str                         # sha256 of exactly these rows on this database
     quarantine_files: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
         return int(self.summary["rows"].sum())
 
+    def summary_text(self) -> Markdown:
+        verb = "Deleted" if self.confirmed else "Would delete"
+        return Markdown(f"**{verb} {self.total} orphan row(s).** Clean-up plan hash `{self.plan_hash}` "
+                        "(a protected environment needs it as `--approve`).")
+
     def results(self) -> dict:
         return {"confirmed": self.confirmed, "rows": dict(zip(self.summary["column"], self.summary["rows"].astype(int))),
-                "quarantine_files": self.quarantine_files}
+                "cleanup_hash": self.plan_hash, "quarantine_files": self.quarantine_files}
 
 
 def clean_up_orphans(db: Database, spec: Spec, evidence_dir: str | Path, run_id: str,
-                     confirm: bool = False) -> CleanupResult:
-    """Without ``confirm``: show the orphan rows that would be deleted (read-only).
+                     confirm: bool = False, approve: str = "") -> CleanupResult:
+    """Without ``confirm``: show the orphan rows that would be deleted and their plan hash (read-only).
 
-    With ``confirm``: in ONE transaction, delete the orphan rows, copying each deleted row (as
-    jsonb, exactly as deleted) into ``fkrunbook_quarantine.orphan_rows`` and into
-    ``<evidence_dir>/quarantine/<table>.<column>.jsonl``; the transaction commits only after the
-    files are written and synced, so a row is never deleted without both copies.
+    With ``confirm``: in ONE transaction, lock those rows, check the approval (required on a
+    protected environment: the plan hash of exactly these rows), delete them, and copy each
+    deleted row (as jsonb, exactly as deleted) into ``fkrunbook_quarantine.orphan_rows`` and into
+    ``<evidence_dir>/quarantine/<table>.<column>.jsonl``. The transaction commits only after the
+    files are written and synced, so a row is never deleted without both copies. Only one
+    clean-up or apply runs on a database at a time.
     """
     if not confirm:
         with db.read_only() as conn:
-            frames = {fk.label: _frame(conn.execute(text(orphan_query(spec, fk)))) for fk in spec.foreign_keys}
-        return CleanupResult(False, _summary(frames), frames)
-    if db.env.protected:
-        raise ProtectedEnvironmentError(db.env.name, "orphan clean-up")
+            found = _orphan_rows(conn, spec, lock=False)
+            digest = _rows_hash(conn, db, spec, found)
+        frames = {label: pd.DataFrame([r for _, r in rows]) for label, rows in found.items()}
+        return CleanupResult(False, _summary(frames), frames, digest)
     out = Path(evidence_dir) / "quarantine"
     out.mkdir(parents=True, exist_ok=True)
     frames, files = {}, []
-    with db.transaction() as conn:
+    with db.transaction() as conn, exclusive_change(db, conn.connection.driver_connection, spec.name):
+        found = _orphan_rows(conn, spec, lock=True)
+        digest = _rows_hash(conn, db, spec, found)
+        require_approval(db, "orphan clean-up", "orphan_cleanup", digest, approve or None)
         _ensure_quarantine(conn)
         for fk in spec.foreign_keys:
+            keys = [key for key, _ in found[fk.label]]
             deleted = conn.execute(text(
-                f"WITH gone AS (DELETE FROM {qualified(spec.schema, fk.table)} c WHERE {orphan_predicate(spec, fk)} "
-                f"RETURNING c.*) "
+                f"WITH gone AS (DELETE FROM {qualified(spec.schema, fk.table)} c "
+                f"WHERE (c.tableoid::text || ':' || c.ctid::text) = ANY(:keys) RETURNING c.*) "
                 f"INSERT INTO {qualified(QUARANTINE_SCHEMA, QUARANTINE_TABLE)} "
                 f"(run_id, schema_name, table_name, column_name, row_data) "
                 f"SELECT :run_id, :schema, :table, :column, to_jsonb(gone) FROM gone RETURNING row_data"),
-                {"run_id": run_id, "schema": spec.schema, "table": fk.table, "column": fk.column}).scalars().all()
+                {"keys": keys, "run_id": run_id, "schema": spec.schema, "table": fk.table,
+                 "column": fk.column}).scalars().all()
             path = out / f"{fk.table}.{fk.column}.jsonl"
             _write_synced(path, deleted)
             files.append(str(path.relative_to(Path(evidence_dir))))
             frames[fk.label] = pd.DataFrame(deleted)
-    return CleanupResult(True, _summary(frames), frames, files)
+    return CleanupResult(True, _summary(frames), frames, digest, files)
+
+
+def _orphan_rows(conn, spec: Spec, lock: bool) -> dict[str, list[tuple[str, dict]]]:
+    """Per foreign key, the orphan rows as (physical key, row): locked FOR UPDATE when deleting.
+    A row orphaned in two columns is listed under the first only, so it is deleted (and kept) once."""
+    found, seen = {}, set()
+    for fk in spec.foreign_keys:
+        rows = conn.execute(text(
+            orphan_query(spec, fk, "c.tableoid::text || ':' || c.ctid::text, to_jsonb(c)")
+            + (" FOR UPDATE OF c" if lock else ""))).fetchall()
+        found[fk.label] = [(key, row) for key, row in rows if (fk.table, key) not in seen]
+        seen |= {(fk.table, key) for key, _ in rows}
+    return found
+
+
+def _rows_hash(conn, db: Database, spec: Spec, found: dict) -> str:
+    identity = environment_identity(conn, db.env.name)
+    payload = {"identity": identity, "spec": spec.name,
+               "rows": {label: sorted(json.dumps(r, sort_keys=True) for _, r in rows) for label, rows in found.items()}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def _ensure_quarantine(conn) -> None:

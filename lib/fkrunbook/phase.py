@@ -33,6 +33,10 @@ PHASES = {
 }
 
 
+# Phases that only look: their every database transaction is READ ONLY.
+READ_ONLY_PHASES = frozenset({"orphan_check", "migration_preview", "docs_update"})
+
+
 def new_run_id(now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now(dt.timezone.utc)
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
@@ -53,7 +57,8 @@ class PhaseContext:
     def overview(self) -> pd.DataFrame:
         frame = self.db.describe()
         extra = pd.DataFrame([("phase", self.phase), ("run id", self.run_id), ("spec", Path(self.spec.path).name),
-                              ("spec sha256", self.spec.sha256[:16])], columns=["property", "value"])
+                              ("spec sha256", self.spec.sha256[:16]),
+            ("transactions", "READ ONLY" if self.db.read_only_session else "read-write")], columns=["property", "value"])
         return pd.concat([frame, extra.set_index("property")])
 
     @property
@@ -79,7 +84,7 @@ def start(phase: str, env: str, spec_path: str, environments_path: str, run_id: 
     """
     spec = load_spec(spec_path)
     environment = get_environment(env, environments_path)
-    db = connect(environment)
+    db = connect(environment, read_only=phase in READ_ONLY_PHASES)
     with db.read_only() as conn:
         spec_check = check_spec(conn, spec, environment.name)
     run_id = run_id or new_run_id()

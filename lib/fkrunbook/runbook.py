@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import __version__
 from .catalog import check_spec
 from .database import connect
 from .environment import get_environment
 from .errors import EnvironmentConfigError, PhaseFailedError, PhaseUnknownError
+from .evidence import git_commit, seal_run, write_manifest
 from .phase import PHASES, new_run_id
 from .spec import load_spec
 
@@ -117,52 +119,81 @@ def run_phases(project: Project, env: str, phases: list[str] | None = None, *, s
     manifest = {
         "run_id": run_id, "environment": environment.name, "status": "running",
         "started_at": _now(), "ended_at": None, "operator": getpass.getuser(), "host": socket.gethostname(),
-        "spec": {"file": spec_path.name, "sha256": spec.sha256},
+        "git_commit": git_commit(project.root), "fkrunbook_version": __version__,
+        "spec": {"file": spec_path.name, "sha256": spec.sha256}, "plan_hash": None,
         "parameters": {**base_parameters, **parameters},
         "phases": [{"name": name, "status": "pending", "notebook": PHASES[name]} for name in selected],
     }
-    _write_manifest(run_dir, manifest)
-    for index, entry in enumerate(manifest["phases"], start=1):
-        name = entry["name"]
-        entry.update(status="running", started_at=_now())
-        _write_manifest(run_dir, manifest)
-        notify("phase_started", {"index": index, "total": len(selected), "phase": name})
-        started = time.monotonic()
-        error = None
-        try:
-            with open(run_dir / "kernel.log", "ab") as kernel_log:
-                papermill.execute_notebook(
-                    str(project.notebooks / PHASES[name]), str(run_dir / PHASES[name]),
-                    parameters={**base_parameters, **_phase_parameters(name, parameters)},
-                    cwd=str(project.notebooks), kernel_name="python3", progress_bar=False,
-                    execution_timeout=cell_timeout, report_mode=False,
-                    kernel_manager_class=_kernel_manager(kernel_log))
-        except papermill.PapermillExecutionError as err:
-            error = f"{err.ename}: {err.evalue}"
-        except Exception as err:  # kernel death, cell timeout: the notebook may be partly written
-            error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        entry.update(status="failed" if error else "succeeded", ended_at=_now(),
-                     duration_s=round(time.monotonic() - started, 2), results=_results(run_dir, name))
-        if error:
-            entry["error"] = db.redact(error)
-        notify("phase_finished", {"index": index, "total": len(selected), "phase": name, **entry})
-        if error:
-            for later in manifest["phases"][index:]:
-                later["status"] = "skipped"
-            manifest.update(status="failed", ended_at=_now(), plan_hash=_plan_hash(manifest))
-            _write_manifest(run_dir, manifest)
-            raise PhaseFailedError(f"phase {name} failed: {entry['error']}; see {run_dir / PHASES[name]}",
-                                   phase=name, notebook=str(run_dir / PHASES[name]), run_id=run_id)
-        _write_manifest(run_dir, manifest)
-    manifest.update(status="succeeded", ended_at=_now(), plan_hash=_plan_hash(manifest))
-    _write_manifest(run_dir, manifest)
+    write_manifest(run_dir, manifest)
+    failure = None
+    try:
+        for index, entry in enumerate(manifest["phases"], start=1):
+            name = entry["name"]
+            entry.update(status="running", started_at=_now())
+            write_manifest(run_dir, manifest)
+            notify("phase_started", {"index": index, "total": len(selected), "phase": name})
+            started = time.monotonic()
+            error = _execute_phase(project, run_dir, name, {**base_parameters, **_phase_parameters(name, parameters)},
+                                   cell_timeout, lambda cell, total: notify("cell_started", {
+                                       "index": index, "total": len(selected), "phase": name, "cell": cell,
+                                       "cells": total, "elapsed_s": time.monotonic() - started}))
+            entry.update(status="failed" if error else "succeeded", ended_at=_now(),
+                         duration_s=round(time.monotonic() - started, 2), results=_results(run_dir, name))
+            if error:
+                entry["error"] = db.redact(error)
+            notify("phase_finished", {"index": index, "total": len(selected), "phase": name, **entry})
+            if error:
+                for later in manifest["phases"][index:]:
+                    later["status"] = "skipped"
+                failure = PhaseFailedError(f"phase {name} failed: {entry['error']}; see {run_dir / PHASES[name]}",
+                                           phase=name, notebook=str(run_dir / PHASES[name]), run_id=run_id)
+                break
+            write_manifest(run_dir, manifest)
+    finally:
+        manifest.update(status="failed" if failure else "succeeded", ended_at=_now(), plan_hash=_plan_hash(manifest))
+        if any(p["status"] in ("pending", "running") for p in manifest["phases"]):
+            manifest["status"] = "failed"  # interrupted (e.g. Ctrl-C): sealed as it stands
+        seal_run(run_dir, manifest, db.secrets)
+    if failure:
+        raise failure
     return RunResult(run_id, run_dir, manifest)
+
+
+def _execute_phase(project: Project, run_dir: Path, name: str, parameters: dict, cell_timeout: int | None,
+                   on_cell: Callable[[int, int], None]) -> str | None:
+    """Run one phase notebook into the run folder; return the error (one line) or None."""
+    import papermill
+
+    total = {}
+
+    def cell_started(cell, cell_index, **_):
+        on_cell(cell_index + 1, total.setdefault("cells", _cell_count(run_dir / PHASES[name])))
+
+    try:
+        with open(run_dir / "kernel.log", "ab") as kernel_log:
+            papermill.execute_notebook(
+                str(project.notebooks / PHASES[name]), str(run_dir / PHASES[name]), parameters=parameters,
+                cwd=str(project.notebooks), kernel_name="python3", progress_bar=False,
+                execution_timeout=cell_timeout, report_mode=False,
+                kernel_manager_class=_kernel_manager(kernel_log), on_cell_start=cell_started)
+    except papermill.PapermillExecutionError as err:
+        return f"{err.ename}: {err.evalue}"
+    except Exception as err:  # kernel death, cell timeout: the notebook may be partly written
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return None
+
+
+def _cell_count(notebook: Path) -> int:
+    try:
+        return sum(1 for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code")
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 # Which extra parameters each notebook declares (so papermill does not warn about unknown ones).
 PHASE_PARAMETERS = {
     "orphan_check": ("sample_size", "fail_on_orphans"),
-    "orphan_cleanup": ("confirm",),
+    "orphan_cleanup": ("confirm", "approve"),
     "apply": ("approve",),
     "docs_update": ("docs_dir", "write"),
 }
@@ -197,12 +228,6 @@ def _plan_hash(manifest: dict) -> str | None:
 def _results(run_dir: Path, phase: str) -> dict:
     path = run_dir / f"{phase}.results.json"
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _write_manifest(run_dir: Path, manifest: dict) -> None:
-    tmp = run_dir / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    os.replace(tmp, run_dir / "manifest.json")
 
 
 def _now() -> str:

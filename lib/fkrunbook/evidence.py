@@ -1,0 +1,247 @@
+"""The evidence of a run: executed notebooks, self-contained HTML reports, and a sealed manifest.
+
+A run folder ``audit/<env>/<run-id>/`` is sealed when the run ends (failed runs too): every
+notebook is rendered to an HTML report that loads nothing from anywhere, the folder is scanned
+for the connection's secrets, and ``manifest.json`` gets the sha256 of every file in the folder
+plus the sha256 of the previous sealed manifest of the same environment (a hash chain) and its
+place in that chain. :func:`verify_archive` recomputes all of it. A run killed before sealing
+keeps its unsealed manifest (status ``running``) and is listed as incomplete.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import html
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+MANIFEST = "manifest.json"
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def write_manifest(run_dir: Path, manifest: dict) -> None:
+    """Write atomically: a reader (or a crash) never sees half a manifest."""
+    tmp = run_dir / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    os.replace(tmp, run_dir / MANIFEST)
+
+
+def render_report(notebook: Path) -> Path:
+    """The executed notebook as one HTML file with no external script, style or image."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="fkrunbook_report", extra_template_basedirs=[str(TEMPLATES)],
+                            embed_images=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    target = notebook.with_suffix(".html")
+    target.write_text(body, encoding="utf-8")
+    return target
+
+
+def scrub_secrets(run_dir: Path, secrets: list[str]) -> list[str]:
+    """Replace any secret found in the folder's files by ***; return the files that held one.
+    Secrets are redacted at the source; this is the last check before the run is sealed."""
+    found = []
+    needles = [s.encode() for s in secrets if s]
+    for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if any(n in data for n in needles):
+            for n in needles:
+                data = data.replace(n, b"***")
+            path.write_bytes(data)
+            found.append(str(path.relative_to(run_dir)))
+    return found
+
+
+def seal_run(run_dir: Path, manifest: dict, secrets: list[str]) -> dict:
+    """Render the reports, scan for secrets, hash every file and link the manifest into the chain."""
+    reports = []
+    for notebook in sorted(run_dir.glob("*.ipynb")):
+        try:
+            reports.append(render_report(notebook).name)
+        except Exception as err:  # a report that cannot be rendered must not lose the run's evidence
+            manifest.setdefault("report_errors", {})[notebook.name] = f"{type(err).__name__}: {err}"
+    manifest["reports"] = reports
+    manifest["secrets_redacted_in"] = scrub_secrets(run_dir, secrets)
+    with _chain_lock(run_dir.parent):
+        previous = _chain_head(run_dir.parent)
+        manifest["sequence"] = previous.sequence + 1 if previous else 1
+        manifest["previous_manifest_sha256"] = previous.manifest_sha256 if previous else None
+        manifest["sealed_at"] = _now()
+        manifest["files"] = file_hashes(run_dir)
+        write_manifest(run_dir, manifest)
+    write_index(run_dir.parent.parent)
+    return manifest
+
+
+def file_hashes(run_dir: Path) -> dict[str, str]:
+    return {str(p.relative_to(run_dir)): _sha256(p.read_bytes())
+            for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name not in (MANIFEST, f".{MANIFEST}.tmp")}
+
+
+def git_commit(project_root: Path) -> str | None:
+    """The project's commit, with '+dirty' when the work tree has changes; None outside git."""
+    try:
+        head = subprocess.run(["git", "-C", str(project_root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(project_root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except OSError:
+        return None
+
+
+# -- reading -----------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    env: str
+    run_id: str
+    path: Path
+    manifest: dict
+    manifest_sha256: str
+
+    @property
+    def sealed(self) -> bool:
+        return "sealed_at" in self.manifest
+
+    @property
+    def sequence(self) -> int:
+        return int(self.manifest.get("sequence") or 0)
+
+    @property
+    def status(self) -> str:
+        return self.manifest.get("status", "unknown") if self.sealed else "incomplete"
+
+
+def load_runs(audit_dir: Path, env: str | None = None) -> list[Run]:
+    """Every run folder (with a manifest) under audit/, newest first."""
+    runs = []
+    for env_dir in sorted(p for p in Path(audit_dir).glob("*") if p.is_dir()):
+        if env and env_dir.name != env:
+            continue
+        for run_dir in sorted(p for p in env_dir.iterdir() if p.is_dir()):
+            path = run_dir / MANIFEST
+            if not path.exists():
+                continue
+            data = path.read_bytes()
+            try:
+                manifest = json.loads(data)
+            except ValueError:
+                manifest = {"status": "unreadable manifest"}
+            runs.append(Run(env_dir.name, run_dir.name, run_dir, manifest, _sha256(data)))
+    return sorted(runs, key=lambda r: (r.manifest.get("started_at") or "", r.run_id), reverse=True)
+
+
+def run_table(runs: list[Run]) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "run": r.run_id, "env": r.env, "status": r.status, "operator": r.manifest.get("operator", ""),
+        "started": r.manifest.get("started_at", ""),
+        "phases": " ".join(f"{p['name']}:{p['status']}" for p in r.manifest.get("phases", [])),
+    } for r in runs], columns=["run", "env", "status", "operator", "started", "phases"])
+
+
+def find_run(audit_dir: Path, run_id: str) -> Run | None:
+    return next((r for r in load_runs(audit_dir) if r.run_id == run_id), None)
+
+
+def verify_archive(audit_dir: Path, target: str | None = None) -> tuple[list[str], int]:
+    """Recompute every file hash and the chain. ``target``: a run id, an environment, or all.
+    Return (problems, runs checked); each problem names the run and the file."""
+    audit_dir = Path(audit_dir)
+    all_runs = load_runs(audit_dir)
+    envs = sorted({r.env for r in all_runs})
+    single = next((r for r in all_runs if r.run_id == target), None)
+    if target and not single and target not in envs:
+        raise LookupError(target)
+    problems, checked = [], 0
+    for env in envs:
+        if target and target != env and (not single or single.env != env):
+            continue
+        chain = sorted((r for r in all_runs if r.env == env and r.sealed), key=lambda r: (r.sequence, r.run_id))
+        for index, run in enumerate(chain):
+            if single and run is not single:
+                continue
+            checked += 1
+            problems += _verify_files(run)
+            expected_previous = chain[index - 1].manifest_sha256 if index else None
+            if run.sequence != index + 1:
+                problems.append(f"{env}/{run.run_id}: is number {run.sequence} in the chain but stands at "
+                                f"{index + 1}: a run was removed or inserted out of order")
+            elif run.manifest.get("previous_manifest_sha256") != expected_previous:
+                problems.append(f"{env}/{run.run_id}: previous_manifest_sha256 does not match the manifest of "
+                                f"{chain[index - 1].run_id if index else 'nothing (first run)'}: the chain was "
+                                "altered (a manifest edited, a run removed, or inserted out of order)")
+    return problems, checked
+
+
+def _verify_files(run: Run) -> list[str]:
+    problems = []
+    recorded = run.manifest.get("files") or {}
+    actual = file_hashes(run.path)
+    for name, digest in recorded.items():
+        if name not in actual:
+            problems.append(f"{run.env}/{run.run_id}: file {name} was removed")
+        elif actual[name] != digest:
+            problems.append(f"{run.env}/{run.run_id}: file {name} changed")
+    for name in sorted(set(actual) - set(recorded)):
+        problems.append(f"{run.env}/{run.run_id}: file {name} was added after the run was sealed")
+    return problems
+
+
+def write_index(audit_dir: Path) -> Path:
+    """audit/index.html: every run, newest first, with links to its reports. Self-contained."""
+    audit_dir = Path(audit_dir)
+    rows = []
+    for run in load_runs(audit_dir):
+        links = " ".join(f'<a href="{html.escape(run.env)}/{html.escape(run.run_id)}/{html.escape(r)}">'
+                         f'{html.escape(Path(r).stem)}</a>' for r in run.manifest.get("reports", []))
+        phases = ", ".join(f"{p['name']}: {p['status']}" for p in run.manifest.get("phases", []))
+        rows.append(f"<tr class='{html.escape(run.status)}'><td>{html.escape(run.env)}</td>"
+                    f"<td>{html.escape(run.run_id)}</td><td>{html.escape(run.status)}</td>"
+                    f"<td>{html.escape(str(run.manifest.get('operator', '')))}</td>"
+                    f"<td>{html.escape(str(run.manifest.get('started_at', '')))}</td>"
+                    f"<td>{html.escape(phases)}</td><td>{links or '(no report: incomplete)'}</td></tr>")
+    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>fkrunbook audit</title><style>"
+            "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+            "padding:4px 8px;text-align:left}tr.failed td{background:#fdd}tr.incomplete td{background:#ffd}"
+            "</style></head><body><h1>fkrunbook audit evidence</h1>"
+            "<p>Every run, newest first. <code>fkrunbook archive verify</code> checks each file's hash and the "
+            "chain of manifests.</p><table><tr><th>environment</th><th>run</th><th>status</th><th>operator</th>"
+            "<th>started (UTC)</th><th>phases</th><th>reports</th></tr>" + "".join(rows) + "</table></body></html>\n")
+    path = audit_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _chain_head(env_dir: Path) -> Run | None:
+    sealed = [r for r in load_runs(env_dir.parent, env_dir.name) if r.sealed]
+    return max(sealed, key=lambda r: r.sequence, default=None)
+
+
+@contextlib.contextmanager
+def _chain_lock(env_dir: Path):
+    with open(env_dir / ".chain.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
