@@ -208,6 +208,86 @@ def local_stop(environments_path, project):
     click.echo("stopped" if stop_server(env.data_dir, env.bin_dir) else "not running")
 
 
+def _database(env, database_url, environments_path, project, read_only=True):
+    """The database named by --env, or given by --database-url (never echoed)."""
+    from .database import Database, connect
+    from .environment import Environment, check_url, get_environment
+
+    if bool(env) == bool(database_url):
+        raise click.UsageError("give exactly one of --env ENV or --database-url URL")
+    if database_url:
+        target = Environment("database-url", "url", url_env="--database-url")
+        check_url(database_url, target)
+        db = Database(target, database_url, read_only)
+        db.connect_raw().close()
+        return db
+    return connect(get_environment(env, environments_path or _project(project).environments), read_only=read_only)
+
+
+target_options = [
+    click.option("--env", help="Environment name from runbooks/environments.yaml."),
+    click.option("--database-url", help="A PostgreSQL URL instead of an environment (prefer --env: a URL on a "
+                                        "command line can end up in shell history)."),
+    click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Runbook spec."),
+    click.option("--environments", "environments_path", type=click.Path(dir_okay=False), help="Environments file."),
+    project_option,
+]
+
+
+def _with_target(func):
+    for option in reversed(target_options):
+        func = option(func)
+    return func
+
+
+@main.command()
+@_with_target
+@click.option("--schema", "schemas", multiple=True, help="Schema to audit (repeatable; default the spec's).")
+@click.option("--pattern", "patterns", multiple=True,
+              help="Column-name pattern of an organization reference (repeatable; default organization_id, org_id, "
+                   "*_org_id, *_organization_id).")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON list.")
+def audit(env, database_url, spec_path, environments_path, project, schemas, patterns, as_json):
+    """Audit every foreign key and organization reference in the live schema.
+
+    Exit 0 when every finding is declared in the spec, 1 when any is not, 2 on error.
+
+    Example: fkrunbook audit --env staging --json
+    """
+    import json
+
+    from .audit import audit_schema, render_findings
+    from .spec import load_spec
+
+    try:
+        spec = load_spec(spec_path or _project(project).spec)
+        findings = audit_schema(_database(env, database_url, environments_path, project), spec,
+                                list(schemas) or None, list(patterns) or None)
+    except FkrunbookError as err:
+        click.echo(f"fkrunbook: error: {err}", err=True)
+        sys.exit(2)
+    click.echo(json.dumps([f.as_dict() for f in findings], indent=2) if as_json else render_findings(findings))
+    sys.exit(1 if any(not f.declared for f in findings) else 0)
+
+
+@main.command("blast-radius")
+@_with_target
+@click.option("--org", "organization", default="", help="Organization id or slug (default: the one with most dependents).")
+@_friendly
+def blast_radius_command(env, database_url, spec_path, environments_path, project, organization):
+    """Show what a hard delete of one organization would remove, change, block or leave behind. Read-only.
+
+    Example: fkrunbook blast-radius --env staging --org acme
+    """
+    from .blast import blast_radius
+    from .spec import load_spec
+
+    spec = load_spec(spec_path or _project(project).spec)
+    result = blast_radius(_database(env, database_url, environments_path, project), spec, organization)
+    click.echo(result.rows.to_string(index=False))
+    click.echo(result.verdict.data.replace("**", ""))
+
+
 @main.group()
 def archive():
     """The audit evidence: list, show and verify sealed runs."""

@@ -1,0 +1,59 @@
+import pytest
+
+from fkrunbook.blast import OrganizationNotFoundError, blast_radius
+from fkrunbook.executor import apply_plan
+from fkrunbook.orphans import clean_up_orphans
+
+from .conftest import schema_state
+from .test_migration import MIGRATIONS
+
+
+def test_before_the_change_a_delete_would_leave_orphans_behind(database, spec):
+    result = blast_radius(database.connect(), spec, "org-1")
+    left = result.rows[result.rows["effect"] == "left behind as orphans"]
+    expected = database.sql("SELECT count(*) FROM impersonation_sessions_projection WHERE target_org_id = "
+                            "(SELECT id FROM organizations_projection WHERE slug = 'org-1')")[0][0]
+    assert left.set_index("columns").loc["target_org_id", "rows"] == expected > 0
+    assert "leave" in result.verdict.data and not result.blocked
+
+
+def test_after_the_change_it_follows_cascades_transitively_and_finds_blockers(database, spec, tmp_path):
+    db = database.connect()
+    clean_up_orphans(db, spec, tmp_path, "clean", confirm=True)
+    apply_plan(db, spec, MIGRATIONS, {})
+    database.sql("CREATE TABLE session_notes (id serial PRIMARY KEY, session_id uuid REFERENCES "
+                 "impersonation_sessions_projection (id) ON DELETE CASCADE)")
+    database.sql("INSERT INTO session_notes (session_id) SELECT id FROM impersonation_sessions_projection "
+                 "WHERE target_org_id = (SELECT id FROM organizations_projection WHERE slug = 'org-2')")
+    before = schema_state(database.url)
+    result = blast_radius(db, spec, "org-2")
+    rows = result.rows.set_index("path")
+    sessions = database.sql("SELECT count(*) FROM impersonation_sessions_projection WHERE target_org_id = "
+                            "(SELECT id FROM organizations_projection WHERE slug = 'org-2')")[0][0]
+    assert rows.loc["organizations_projection -> impersonation_sessions_projection", "rows"] == sessions
+    assert rows.loc["organizations_projection -> impersonation_sessions_projection -> session_notes", "rows"] == sessions
+    assert not result.blocked and result.results()["rows_deleted"] >= 2 * sessions
+    database.sql("CREATE TABLE invoices (id serial, organization_id uuid REFERENCES organizations_projection (id) "
+                 "ON DELETE RESTRICT)")
+    database.sql("INSERT INTO invoices (organization_id) SELECT id FROM organizations_projection WHERE slug = 'org-2'")
+    blocked = blast_radius(db, spec, "org-2")
+    assert blocked.blocked and "would FAIL" in blocked.verdict.data and "public.invoices" in blocked.verdict.data
+    assert schema_state(database.url)["counts"] == before["counts"]  # read-only: nothing deleted
+
+
+def test_default_is_the_organization_with_most_dependents(database, spec, tmp_path):
+    db = database.connect()
+    clean_up_orphans(db, spec, tmp_path, "clean", confirm=True)
+    apply_plan(db, spec, MIGRATIONS, {})
+    busiest = database.sql(
+        "SELECT o.slug FROM organizations_projection o ORDER BY "
+        "(SELECT count(*) FROM impersonation_sessions_projection s WHERE s.target_org_id = o.id) + "
+        "(SELECT count(*) FROM cross_tenant_access_grants_projection g WHERE g.provider_org_id = o.id) + "
+        "(SELECT count(*) FROM cross_tenant_access_grants_projection g WHERE g.consultant_org_id = o.id) DESC, o.id "
+        "LIMIT 1")[0][0]
+    assert blast_radius(db, spec).organization["slug"] == busiest
+
+
+def test_unknown_organization_is_one_clear_line(database, spec):
+    with pytest.raises(OrganizationNotFoundError, match="organization 'no-such-org' is not in"):
+        blast_radius(database.connect(), spec, "no-such-org")
