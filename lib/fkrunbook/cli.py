@@ -49,6 +49,7 @@ def main():
 @click.option("--env", "env", required=True, help="Environment name from runbooks/environments.yaml.")
 @click.option("--phase", "phases", multiple=True, help=f"Phase to run (repeatable; default all): {', '.join(PHASES)}.")
 @click.option("--confirm", is_flag=True, help="orphan_cleanup: really delete the orphans (copies kept).")
+@click.option("--fail-on-orphans", is_flag=True, help="orphan_check: fail when any orphan exists (scheduled detection).")
 @click.option("--approve", metavar="PLAN_HASH", help="apply: run only if the plan's hash is this one (from the preview).")
 @click.option("--write-docs", is_flag=True, help="docs_update: write the changed docs instead of only showing the diff.")
 @click.option("--docs-dir", type=click.Path(file_okay=False), help="docs_update: the docs folder (default docs/schema).")
@@ -59,7 +60,7 @@ def main():
 @click.option("--quiet", is_flag=True, help="Print only the final line.")
 @project_option
 @_friendly
-def run(env, phases, confirm, approve, write_docs, docs_dir, spec_path, environments_path, run_id, cell_timeout, quiet, project):
+def run(env, phases, confirm, fail_on_orphans, approve, write_docs, docs_dir, spec_path, environments_path, run_id, cell_timeout, quiet, project):
     """Run the runbook's phases in order with papermill, stopping at the first failure.
 
     Every executed notebook, failed ones included, is kept under audit/<env>/<run-id>/ with a
@@ -71,7 +72,7 @@ def run(env, phases, confirm, approve, write_docs, docs_dir, spec_path, environm
     from .runbook import resolve_phases, run_phases
 
     resolve_phases(list(phases))  # a misspelled phase fails before anything connects
-    parameters = {"confirm": confirm, "write": write_docs, "approve": approve or ""}
+    parameters = {"confirm": confirm, "write": write_docs, "approve": approve or "", "fail_on_orphans": fail_on_orphans}
     if docs_dir:
         parameters["docs_dir"] = docs_dir
     proj = _project(project)
