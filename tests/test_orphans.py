@@ -15,6 +15,7 @@ def test_find_orphans_counts_exactly_the_planted_ones(database, spec, sample):
     streams = report.summary.set_index("column")["orphan_rows"]
     for table, count in sample.orphan_streams.items():
         assert streams[f"{table}.stream_id"] == count
+    assert streams["domain_events.event_data->organization_id"] == sample.orphan_payloads > 0
     assert not report.clean and report.verdict.startswith("NO-GO")
     assert all(len(report.samples[label]) == 5 for label in sample.orphans)
     gone = report.samples["domain_events.stream_id"]

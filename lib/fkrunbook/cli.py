@@ -51,6 +51,7 @@ def main():
 @click.option("--confirm", is_flag=True, help="orphan_cleanup: really delete the orphans (copies kept).")
 @click.option("--fail-on-orphans", is_flag=True, help="orphan_check: fail when any orphan exists (scheduled detection).")
 @click.option("--approve", metavar="PLAN_HASH", help="apply: run only if the plan's hash is this one (from the preview).")
+@click.option("--blast-org", default="", help="cascade_validation: organization id or slug for the blast radius.")
 @click.option("--write-docs", is_flag=True, help="docs_update: write the changed docs instead of only showing the diff.")
 @click.option("--docs-dir", type=click.Path(file_okay=False), help="docs_update: the docs folder (default docs/schema).")
 @click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Runbook spec (default runbooks/add_missing_org_fk_constraints.yaml).")
@@ -60,7 +61,7 @@ def main():
 @click.option("--quiet", is_flag=True, help="Print only the final line.")
 @project_option
 @_friendly
-def run(env, phases, confirm, fail_on_orphans, approve, write_docs, docs_dir, spec_path, environments_path, run_id, cell_timeout, quiet, project):
+def run(env, phases, confirm, fail_on_orphans, approve, blast_org, write_docs, docs_dir, spec_path, environments_path, run_id, cell_timeout, quiet, project):
     """Run the runbook's phases in order with papermill, stopping at the first failure.
 
     Every executed notebook, failed ones included, is kept under audit/<env>/<run-id>/ with a
@@ -72,7 +73,8 @@ def run(env, phases, confirm, fail_on_orphans, approve, write_docs, docs_dir, sp
     from .runbook import resolve_phases, run_phases
 
     resolve_phases(list(phases))  # a misspelled phase fails before anything connects
-    parameters = {"confirm": confirm, "write": write_docs, "approve": approve or "", "fail_on_orphans": fail_on_orphans}
+    parameters = {"confirm": confirm, "write": write_docs, "approve": approve or "", "fail_on_orphans": fail_on_orphans,
+                  "blast_org": blast_org}
     if docs_dir:
         parameters["docs_dir"] = docs_dir
     proj = _project(project)
@@ -378,9 +380,9 @@ def _print_event(kind: str, info: dict) -> None:
 
 
 # The result that matters most for each phase, in the summary table.
-KEY_RESULTS = {"orphan_check": ("orphans",), "orphan_cleanup": ("rows", "confirmed", "cleanup_hash"),
+KEY_RESULTS = {"orphan_check": ("orphans", "orphan_streams"), "orphan_cleanup": ("rows", "confirmed", "cleanup_hash"),
                "migration_preview": ("statements_to_run", "statements_skipped", "plan_hash"),
-               "apply": ("statements_applied", "lock_retries", "plan_hash"), "cascade_validation": ("passed",),
+               "apply": ("statements_applied", "lock_retries", "plan_hash"), "cascade_validation": ("passed", "blast_radius"),
                "docs_update": ("files_changed", "written")}
 
 
@@ -422,6 +424,8 @@ def _brief(value) -> str:
         return str(sum(value.values()))
     if isinstance(value, list):
         return str(len(value))
+    if isinstance(value, dict) and "rows_deleted" in value:
+        return f"{value['rows_deleted']} rows would go with one organization" + (" (BLOCKED)" if value["blocked"] else "")
     return str(value)
 
 

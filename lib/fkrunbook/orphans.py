@@ -22,7 +22,7 @@ from .database import Database
 from .errors import OrphansPresentError
 from .guard import exclusive_change, require_approval
 from .spec import ForeignKey, IntentionalException, Spec
-from .sqltext import ident, qualified
+from .sqltext import ident, literal, qualified
 
 QUARANTINE_SCHEMA = "fkrunbook_quarantine"
 QUARANTINE_TABLE = "orphan_rows"
@@ -43,6 +43,18 @@ def stream_orphan_query(spec: Spec, exc: IntentionalException, select: str) -> s
     return (f"SELECT {select} FROM {qualified(spec.schema, exc.table)} e WHERE e.{ident(d.column)} = :stream_type "
             f"AND NOT EXISTS (SELECT 1 FROM {qualified(spec.schema, parent.table)} p "
             f"WHERE p.{ident(parent.column)} = e.{ident(exc.column)})")
+
+
+UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
+def payload_orphan_query(spec: Spec, exc: IntentionalException, select: str) -> str:
+    """Rows whose jsonb payload names an organization (a well-formed uuid) that does not exist."""
+    pl, parent = exc.payload, spec.parent
+    ref = f"(e.{ident(pl.column)} ->> {literal(pl.key)})"
+    return (f"SELECT {select} FROM {qualified(spec.schema, exc.table)} e WHERE {ref} ~ {literal(UUID_PATTERN)} "
+            f"AND NOT EXISTS (SELECT 1 FROM {qualified(spec.schema, parent.table)} p "
+            f"WHERE p.{ident(parent.column)} = {ref}::uuid)")
 
 
 @dataclass
@@ -77,7 +89,7 @@ class OrphanReport:
     def results(self) -> dict:
         return {"orphans": self.fk_orphans, "clean": self.clean,
                 "orphan_streams": {r["column"]: int(r["orphan_rows"]) for _, r in self.summary.iterrows()
-                                   if r["kind"] == "event stream"}}
+                                   if r["kind"] in ("event stream", "event payload")}}
 
 
 def find_orphans(db: Database, spec: Spec, sample_size: int = 5) -> OrphanReport:
@@ -105,6 +117,14 @@ def find_orphans(db: Database, spec: Spec, sample_size: int = 5) -> OrphanReport
                 f" GROUP BY {column} ORDER BY count(*) DESC, {column} LIMIT :n"), {**params, "n": sample_size})
             samples[exc.label] = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
             rows.append((exc.label, "event stream", int(count), int(streams),
+                         "report only (append-only history)" if count else "none"))
+        for exc in spec.exceptions:
+            if exc.payload is None or relation_kind(conn, spec.schema, exc.table) is None:
+                continue
+            label = f"{exc.table}.{exc.payload.column}->{exc.payload.key}"
+            ref = f"(e.{ident(exc.payload.column)} ->> {literal(exc.payload.key)})"
+            count, refs = conn.execute(text(payload_orphan_query(spec, exc, f"count(*), count(DISTINCT {ref})"))).one()
+            rows.append((label, "event payload", int(count), int(refs),
                          "report only (append-only history)" if count else "none"))
     summary = pd.DataFrame(rows, columns=["column", "kind", "orphan_rows", "orphan_streams", "action"])
     summary["orphan_streams"] = summary["orphan_streams"].astype("Int64")

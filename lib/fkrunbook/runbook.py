@@ -195,6 +195,7 @@ PHASE_PARAMETERS = {
     "orphan_check": ("sample_size", "fail_on_orphans"),
     "orphan_cleanup": ("confirm", "approve"),
     "apply": ("approve",),
+    "cascade_validation": ("blast_org",),
     "docs_update": ("docs_dir", "write"),
 }
 

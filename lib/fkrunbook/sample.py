@@ -32,6 +32,7 @@ class SampleData:
     queue: int
     orphans: dict  # "table.column" -> count of rows whose organization does not exist
     orphan_streams: dict  # "table" -> count of organization-stream rows whose organization does not exist
+    orphan_payloads: int = 0  # events whose event_data names an organization that does not exist
 
 
 def load_baseline(conn: psycopg.Connection) -> None:
@@ -130,6 +131,7 @@ def generate_data(conn: psycopg.Connection, rows: int = 2000, planted: int = 3) 
         },
         orphan_streams={"domain_events": hard, "workflow_queue_projection": hard,
                         "unprocessed_events": sum(1 for i in gone if i % 5 == 0)},
+        orphan_payloads=hard + _count_mod(user_events, orgs, gone),  # organization events + user events
     )
 
 

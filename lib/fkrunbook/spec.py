@@ -55,11 +55,19 @@ class Discriminator:
 
 
 @dataclass(frozen=True)
+class Payload:
+    """An organization id carried inside a jsonb column (``event_data->>'organization_id'``)."""
+    column: str
+    key: str
+
+
+@dataclass(frozen=True)
 class IntentionalException:
     table: str
     column: str
     reason: str
     discriminator: Discriminator | None = None
+    payload: Payload | None = None
 
     @property
     def label(self) -> str:
@@ -168,8 +176,13 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
             d = p.mapping(item["discriminator"], f"{where}.discriminator")
             disc = Discriminator(p.identifier(d, "column", f"{where}.discriminator"),
                                  str(p.required(d, "value", f"{where}.discriminator")))
+        payload = None
+        if item.get("payload") is not None:
+            raw_payload = p.mapping(item["payload"], f"{where}.payload")
+            payload = Payload(p.identifier(raw_payload, "column", f"{where}.payload"),
+                              p.identifier(raw_payload, "key", f"{where}.payload"))
         exceptions.append(IntentionalException(p.identifier(item, "table", where), p.identifier(item, "column", where),
-                                               p.text(item, "reason", where), disc))
+                                               p.text(item, "reason", where), disc, payload))
     labels = [fk.label for fk in fks] + [e.label for e in exceptions]
     for label in labels:
         if labels.count(label) > 1:
