@@ -75,13 +75,22 @@ def test_generate_migrations_check_passes_on_the_committed_files(project_copy):
 
 
 def test_every_command_has_help_with_an_example():
+    import click
     from click.testing import CliRunner
 
     from fkrunbook.cli import main
 
-    runner = CliRunner()
-    for path in (["run"], ["demo"], ["generate-migrations"], ["local", "start"], ["local", "reset"], ["local", "stop"]):
-        result = runner.invoke(main, [*path, "--help"])
+    def leaves(group, path):
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                yield from leaves(command, path + [name])
+            else:
+                yield path + [name]
+
+    paths = list(leaves(main, []))
+    assert len(paths) >= 11
+    for path in paths:
+        result = CliRunner().invoke(main, [*path, "--help"])
         assert result.exit_code == 0 and "Example: fkrunbook " in result.output, path
 
 
