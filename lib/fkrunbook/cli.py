@@ -292,6 +292,42 @@ def blast_radius_command(env, database_url, spec_path, environments_path, projec
 
 
 @main.group()
+def quarantine():
+    """Rows removed by orphan clean-ups: list them, put them back."""
+
+
+@quarantine.command("list")
+@click.argument("run_id", required=False)
+@_with_target
+@_friendly
+def quarantine_list(run_id, env, database_url, spec_path, environments_path, project):
+    """List the rows kept in quarantine, per run and table.
+
+    Example: fkrunbook quarantine list --env staging
+    """
+    from .quarantine import list_quarantine
+
+    table = list_quarantine(_database(env, database_url, environments_path, project), run_id)
+    click.echo(table.to_string(index=False) if len(table) else "quarantine is empty")
+
+
+@quarantine.command("restore")
+@click.argument("run_id")
+@_with_target
+@_friendly
+def quarantine_restore(run_id, env, database_url, spec_path, environments_path, project):
+    """Put back exactly the rows one run's clean-up removed (once).
+
+    Example: fkrunbook quarantine restore 20261126T120000Z-a1b2c3 --env staging
+    """
+    from .quarantine import restore_quarantine
+
+    restored = restore_quarantine(_database(env, database_url, environments_path, project, read_only=False), run_id)
+    click.echo(restored.to_string(index=False))
+    click.echo(f"restored {int(restored['rows_restored'].sum())} row(s) from run {run_id}")
+
+
+@main.group()
 def archive():
     """The audit evidence: list, show and verify sealed runs."""
 

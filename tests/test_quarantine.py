@@ -1,0 +1,59 @@
+"""Nothing lost: the clean-up's quarantine lists and restores exactly the rows it removed."""
+import pytest
+
+from fkrunbook.executor import apply_plan
+from fkrunbook.orphans import clean_up_orphans, find_orphans
+from fkrunbook.quarantine import QuarantineError, list_quarantine, restore_quarantine
+
+from .test_cli import cli
+from .test_migration import MIGRATIONS
+
+EVERY_ROW = ("SELECT 'sessions', to_jsonb(s) FROM impersonation_sessions_projection s UNION ALL "
+             "SELECT 'grants', to_jsonb(g) FROM cross_tenant_access_grants_projection g")
+
+
+def _rows(database):
+    return sorted((kind, str(sorted(row.items()))) for kind, row in database.sql(EVERY_ROW))
+
+
+def test_restore_puts_back_exactly_the_rows_removed(database, spec, tmp_path):
+    database.sql("UPDATE cross_tenant_access_grants_projection SET permissions = '[\"read\", {\"scope\": [1, 2]}]' "
+                 "WHERE authorization_type = 'planted orphan'")  # jsonb with nesting must survive the trip
+    before = _rows(database)
+    db = database.connect()
+    removed = clean_up_orphans(db, spec, tmp_path, "run-q", confirm=True)
+    assert _rows(database) != before and find_orphans(db, spec).clean
+    listed = list_quarantine(db, "run-q")
+    assert int(listed["rows"].sum()) == removed.total and int(listed["restored"].sum()) == 0
+    restored = restore_quarantine(db, "run-q")
+    assert int(restored["rows_restored"].sum()) == removed.total
+    assert _rows(database) == before  # column by column, jsonb and arrays included
+    assert int(list_quarantine(db, "run-q")["restored"].sum()) == removed.total
+    again = restore_quarantine(db, "run-q")
+    assert again.empty  # nothing left to restore: nothing inserted twice
+    assert _rows(database) == before
+
+
+def test_restore_after_the_key_exists_refuses_and_restores_nothing(database, spec, tmp_path):
+    db = database.connect()
+    clean_up_orphans(db, spec, tmp_path, "run-q", confirm=True)
+    apply_plan(db, spec, MIGRATIONS, {})
+    after_apply = _rows(database)
+    with pytest.raises(QuarantineError, match="nothing was restored .* their organization is gone"):
+        restore_quarantine(db, "run-q")
+    assert _rows(database) == after_apply
+
+
+def test_restore_of_an_unknown_run_is_one_clear_line(database):
+    with pytest.raises(QuarantineError, match="run 'nope' has nothing in quarantine"):
+        restore_quarantine(database.connect(), "nope")
+
+
+def test_quarantine_cli(project_copy, database, spec, tmp_path):
+    clean_up_orphans(database.connect(), spec, tmp_path, "run-cli", confirm=True)
+    env = {"STAGING_DATABASE_URL": database.url}
+    listed = cli("quarantine", "list", "--env", "staging", cwd=project_copy, env=env)
+    assert listed.returncode == 0 and "run-cli" in listed.stdout
+    restored = cli("quarantine", "restore", "run-cli", "--env", "staging", cwd=project_copy, env=env)
+    assert restored.returncode == 0 and "restored" in restored.stdout.splitlines()[-1]
+    assert not find_orphans(database.connect(), spec).clean  # the orphans are back, as they were
