@@ -1,3 +1,5 @@
+import pytest
+
 from fkrunbook.docs import BEGIN, END, update_docs
 from fkrunbook.executor import apply_plan
 from fkrunbook.orphans import clean_up_orphans
@@ -16,6 +18,7 @@ def test_docs_diff_by_default_writes_nothing(database, spec, tmp_path):
 def test_docs_write_then_second_run_changes_nothing(database, spec, tmp_path):
     db = database.connect()
     docs = tmp_path / "docs"
+    docs.mkdir()
     update_docs(db, spec, docs, write=True)
     again = update_docs(db, spec, docs, write=True)
     assert again.changed == 0 and again.diff == "" and not again.files["written"].any()
@@ -26,6 +29,7 @@ def test_docs_write_then_second_run_changes_nothing(database, spec, tmp_path):
 def test_docs_show_drift_then_the_keys_after_apply(database, spec, tmp_path):
     db = database.connect()
     docs = tmp_path / "docs"
+    docs.mkdir()
     update_docs(db, spec, docs, write=True)
     page = docs / "tables" / "cross_tenant_access_grants_projection.md"
     assert page.read_text().count("**Drift:**") == 2
@@ -84,3 +88,11 @@ def test_docs_graph_methodology_procedures_and_agent_index(database, spec, tmp_p
     assert "planned" not in graph and graph.count("||--o{") == 3 and "ON DELETE CASCADE" in graph
     assert "`cross_tenant_access_grants_projection_provider_org_id_idx`" in \
         (docs / "tables" / "cross_tenant_access_grants_projection.md").read_text()
+
+
+def test_docs_folder_that_does_not_exist_is_an_error(database, spec, tmp_path):
+    from fkrunbook.errors import FkrunbookError
+
+    with pytest.raises(FkrunbookError, match="docs folder .* does not exist"):
+        update_docs(database.connect(), spec, tmp_path / "typo", write=True)
+    assert not (tmp_path / "typo").exists()

@@ -18,6 +18,7 @@ def _run(project_copy, database, phases=None, **parameters):
 
 
 def test_whole_runbook_end_to_end(project_copy, database, sample):
+    (project_copy / "docs").mkdir()
     result = _run(project_copy, database, confirm=True, write=True, docs_dir=str(project_copy / "docs"))
     m = result.manifest
     assert m["status"] == "succeeded" and [p["name"] for p in m["phases"]] == list(PHASES)

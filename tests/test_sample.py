@@ -23,7 +23,9 @@ def test_generated_data_has_every_kind_of_row(database, sample):
 
 
 def test_generator_rejects_too_few_rows(database):
-    with psycopg.connect(database.url) as conn, pytest.raises(ValueError, match="at least 10"):
+    from fkrunbook.errors import LocalServerError
+
+    with psycopg.connect(database.url) as conn, pytest.raises(LocalServerError, match="at least 10"):
         generate_data(conn, rows=5)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -72,7 +73,14 @@ def run(env, phases, confirm, fail_on_orphans, approve, blast_org, write_docs, d
     from .errors import PhaseFailedError
     from .runbook import resolve_phases, run_phases
 
-    resolve_phases(list(phases))  # a misspelled phase fails before anything connects
+    selected = resolve_phases(list(phases))  # a misspelled phase fails before anything connects
+    for flag, value, phase in (("--confirm", confirm, "orphan_cleanup"), ("--fail-on-orphans", fail_on_orphans,
+                               "orphan_check"), ("--approve", approve, "apply or orphan_cleanup"),
+                               ("--write-docs", write_docs, "docs_update"), ("--docs-dir", docs_dir, "docs_update"),
+                               ("--blast-org", blast_org, "cascade_validation")):
+        if value and not any(p in phase.split(" or ") for p in selected):
+            raise FkrunbookError(f"{flag} applies to the {phase} phase, which this run does not include; add "
+                                 f"--phase {phase.split(' or ')[0]} or drop {flag}")
     parameters = {"confirm": confirm, "write": write_docs, "approve": approve or "", "fail_on_orphans": fail_on_orphans,
                   "blast_org": blast_org}
     if docs_dir:
@@ -120,15 +128,16 @@ def demo(rows, project):
                f"leaving orphans), {data.sessions} sessions, {data.grants} grants, {data.events} events")
     for column, count in data.orphans.items():
         click.echo(f"  planted orphans in {column}: {count}")
-    run_id = new_run_id()
-    docs_dir = proj.audit / "local" / run_id / "docs"
+    docs_dir = env.data_dir.parent / "demo-docs"  # stands in for the team's docs folder
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    docs_dir.mkdir(parents=True)
     result = run_phases(proj, "local", None, parameters={"confirm": True, "write": True, "docs_dir": docs_dir},
-                        run_id=run_id, on_event=_print_event)
+                        run_id=new_run_id(), on_event=_print_event)
     _print_summary(result.run_dir)
     click.echo(f"Done in {time.monotonic() - started:.1f} s: orphans quarantined and deleted, covering indexes built, "
                "three foreign keys added NOT VALID then validated, cascade proven and rolled back, docs written.")
     click.echo(f"Evidence: {_shown(result.run_dir)} (sealed manifest.json, the six executed notebooks and their "
-               f"HTML reports); all runs: {_shown(proj.audit / 'index.html')}")
+               f"HTML reports); all runs: {_shown(proj.audit / 'index.html')}; docs written to {_shown(docs_dir)}")
 
 
 @main.command("generate-migrations")
@@ -217,7 +226,7 @@ def _database(env, database_url, environments_path, project, read_only=True):
     from .environment import Environment, check_url, get_environment
 
     if bool(env) == bool(database_url):
-        raise click.UsageError("give exactly one of --env ENV or --database-url URL")
+        raise FkrunbookError("give exactly one of --env ENV or --database-url URL")
     if database_url:
         target = Environment("database-url", "url", url_env="--database-url")
         check_url(database_url, target)

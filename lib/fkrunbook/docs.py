@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from .catalog import ON_DELETE_CODES, RELKINDS, foreign_key_states, index_states, relation_kind
 from .database import Database
+from .errors import FkrunbookError
 from .spec import Spec
 
 BEGIN = "<!-- fkrunbook:begin (generated from the live catalog by fkrunbook docs_update; edit outside the markers) -->"
@@ -243,8 +244,11 @@ def planned_docs(db: Database, spec: Spec, docs_dir: Path) -> dict[str, str]:
 
 
 def update_docs(db: Database, spec: Spec, docs_dir: str | Path, write: bool = False) -> DocsChange:
-    """Compare the docs with the database; with ``write``, bring them up to date."""
+    """Compare the docs with the database; with ``write``, bring them up to date. The docs folder
+    (the team's repository) must exist: a mistyped path is an error, not a new folder."""
     docs_dir = Path(docs_dir)
+    if write and not docs_dir.is_dir():
+        raise FkrunbookError(f"docs folder {str(docs_dir)!r} does not exist; pass the team's docs folder")
     rows, diffs = [], []
     for rel, new in planned_docs(db, spec, docs_dir).items():
         path = docs_dir / rel

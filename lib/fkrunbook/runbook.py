@@ -106,9 +106,15 @@ def run_phases(project: Project, env: str, phases: list[str] | None = None, *, s
     with db.read_only() as conn:
         check_spec(conn, spec, environment.name)
 
+    if parameters and parameters.get("docs_dir") and not Path(parameters["docs_dir"]).is_dir():
+        raise EnvironmentConfigError(f"docs folder {str(parameters['docs_dir'])!r} does not exist; pass --docs-dir with "
+                                     "the team's docs folder (it must exist)")
     run_id = run_id or new_run_id()
     run_dir = audit_dir / environment.name / run_id
-    run_dir.mkdir(parents=True, exist_ok=False)
+    if run_dir.exists():
+        raise EnvironmentConfigError(f"run id {run_id!r} already exists in {audit_dir / environment.name}; evidence is "
+                                     "never overwritten: choose another --run-id or leave it out")
+    run_dir.mkdir(parents=True)
     rel = lambda p: os.path.relpath(p, project.notebooks)  # noqa: E731 - paths as the notebooks see them
     parameters = dict(parameters or {})
     if parameters.get("docs_dir"):

@@ -45,7 +45,7 @@ def generate_data(conn: psycopg.Connection, rows: int = 2000, planted: int = 3) 
     orphans per foreign-key column that reference organizations that never existed.
     Deterministic: the same arguments give the same rows (ids are md5 of an index)."""
     if rows < 10:
-        raise ValueError("rows must be at least 10")
+        raise LocalServerError(f"--rows {rows} is too few: the sample needs at least 10 rows")
     orgs = max(20, rows // 100)
     hard = max(2, orgs // 20)      # organizations hard-deleted after their children were written
     soft = max(1, orgs // 10)      # organizations soft-deleted (still present: not orphans)

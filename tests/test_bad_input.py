@@ -1,0 +1,163 @@
+"""The catalogue of bad input: each case gets one clear line naming the problem and the fix, a
+non-zero exit, and leaves the database and the project's files untouched. The README's
+troubleshooting table lists the same cases."""
+import hashlib
+
+import pytest
+
+from .conftest import schema_state
+from .test_cli import cli
+
+SPEC = "runbooks/add_missing_org_fk_constraints.yaml"
+ENVS = "runbooks/environments.yaml"
+
+
+def edit(path, old, new, count=1):
+    def apply(project, database):
+        file = project / path
+        text = file.read_text()
+        assert old in text, (path, old)
+        file.write_text(text.replace(old, new, count))
+    return apply
+
+
+def write(path, text):
+    def apply(project, database):
+        (project / path).write_text(text)
+    return apply
+
+
+def run_once(run_id):
+    def apply(project, database):
+        result = cli("run", "--env", "staging", "--phase", "orphan_check", "--run-id", run_id, cwd=project,
+                     env={"STAGING_DATABASE_URL": database.url})
+        assert result.returncode == 0, result.stderr
+    return apply
+
+
+CASES = [
+    # (id, arguments, environment variables, setup, expected text, exit status)
+    ("unknown-environment", ["run", "--env", "stagng"], {}, None,
+     "environment 'stagng' is not defined; known: local, staging, production", 1),
+    ("unknown-phase", ["run", "--env", "staging", "--phase", "orphan_chek"], {}, None,
+     "phase 'orphan_chek' does not exist; known, in order:", 1),
+    ("url-variable-unset", ["run", "--env", "staging"], {"STAGING_DATABASE_URL": ""}, None,
+     "environment variable STAGING_DATABASE_URL is not set; export it", 1),
+    ("url-not-postgres", ["run", "--env", "staging"], {"STAGING_DATABASE_URL": "mysql://u:pw@h/db"}, None,
+     "STAGING_DATABASE_URL is not a PostgreSQL URL; it must start with postgresql://", 1),
+    ("url-malformed", ["run", "--env", "staging"], {"STAGING_DATABASE_URL": "postgresql://u:pw@h:port/db?x=1=2"}, None,
+     "STAGING_DATABASE_URL is not a valid PostgreSQL URL", 1),
+    ("host-unreachable", ["run", "--env", "staging"],
+     {"STAGING_DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/db?sslmode=disable"}, None,
+     "cannot connect to environment 'staging'", 1),
+    ("database-missing", ["run", "--env", "staging"], {"STAGING_DATABASE_URL": "{url_no_db}"}, None,
+     "cannot connect to environment 'staging'", 1),
+    ("role-missing", ["run", "--env", "staging"], {"STAGING_DATABASE_URL": "{url_bad_role}"}, None,
+     "cannot connect to environment 'staging'", 1),
+    ("spec-missing", ["run", "--env", "staging", "--spec", "runbooks/nope.yaml"], {}, None,
+     "spec file 'runbooks/nope.yaml' does not exist; pass --spec", 1),
+    ("spec-not-yaml", ["run", "--env", "staging"], {}, write(SPEC, "name: [unclosed\n"),
+     "is not valid YAML at line", 1),
+    ("spec-not-a-mapping", ["run", "--env", "staging"], {}, write(SPEC, "- a\n- b\n"),
+     "the document must be a mapping", 1),
+    ("spec-no-parent", ["run", "--env", "staging"], {}, edit(SPEC, "parent:\n", "parents:\n"),
+     "the document has no 'parent'; add it", 1),
+    ("spec-bad-on-delete", ["run", "--env", "staging"], {}, edit(SPEC, "on_delete: cascade", "on_delete: explode"),
+     "on_delete 'explode' is not one of", 1),
+    ("spec-identifier-semicolon", ["run", "--env", "staging"], {},
+     edit(SPEC, "column: target_org_id", "column: target_org_id; drop table y"), "is not a plain PostgreSQL identifier", 1),
+    ("spec-identifier-quote", ["run", "--env", "staging"], {},
+     edit(SPEC, "table: organizations_projection", 'table: organizations_projection"--'),
+     "is not a plain PostgreSQL identifier", 1),
+    ("spec-table-absent", ["run", "--env", "staging"], {},
+     edit(SPEC, "table: impersonation_sessions_projection", "table: impersonation_sessions"),
+     "table public.impersonation_sessions (foreign key impersonation_sessions.target_org_id) does not exist", 1),
+    ("spec-column-absent", ["run", "--env", "staging"], {},
+     edit(SPEC, "column: target_org_id", "column: target_organization_id"),
+     "column impersonation_sessions_projection.target_organization_id does not exist", 1),
+    ("spec-view-as-table", ["run", "--env", "staging"], {},
+     edit(SPEC, "table: cross_tenant_access_grants_projection\n    column: provider_org_id",
+          "table: unprocessed_events\n    column: processing_error"),
+     "public.unprocessed_events is a view: a foreign key needs a table", 1),
+    ("spec-type-mismatch", ["run", "--env", "staging"], {},
+     edit(SPEC, "column: target_org_id", "column: session_id"),
+     "column impersonation_sessions_projection.session_id is text but organizations_projection.id is uuid", 1),
+    ("spec-parent-not-unique", ["run", "--env", "staging"], {}, edit(SPEC, "  column: id", "  column: name"),
+     "parent column organizations_projection.name is not a primary key or unique", 1),
+    ("spec-column-twice", ["run", "--env", "staging"], {},
+     edit(SPEC, "column: consultant_org_id", "column: provider_org_id"), "is listed twice", 1),
+    ("spec-bad-version", ["run", "--env", "staging"], {}, edit(SPEC, '"20261126120000"', '"2026"'),
+     "migration.version '2026' must be 14 digits", 1),
+    ("spec-bad-timeout", ["run", "--env", "staging"], {}, edit(SPEC, "lock_timeout: 1s", "lock_timeout: soon"),
+     "migration.lock_timeout 'soon' must be a PostgreSQL duration", 1),
+    ("spec-bad-retries", ["run", "--env", "staging"], {}, edit(SPEC, "attempts: 10", "attempts: 0"),
+     "attempts 0 must be a whole number from 1 to 1000", 1),
+    ("environments-missing", ["run", "--env", "staging", "--environments", "runbooks/none.yaml"], {}, None,
+     "environments file 'runbooks/none.yaml' does not exist", 1),
+    ("environments-with-url", ["run", "--env", "staging"], {},
+     edit(ENVS, "    url_env: STAGING_DATABASE_URL", "    url: postgresql://u:pw@h/db"),
+     "never write URLs in a file", 1),
+    ("environments-bad-kind", ["run", "--env", "staging"], {}, edit(ENVS, "kind: url", "kind: ftp"),
+     "needs kind: one of embedded, url", 1),
+    ("run-id-exists", ["run", "--env", "staging", "--phase", "orphan_check", "--run-id", "r1"], {}, run_once("r1"),
+     "run id 'r1' already exists", 1),
+    ("docs-folder-missing", ["run", "--env", "staging", "--phase", "docs_update", "--docs-dir", "no/such/docs"], {},
+     None, "docs folder 'no/such/docs' does not exist", 1),
+    ("flag-for-another-phase", ["run", "--env", "staging", "--phase", "orphan_check", "--confirm"], {}, None,
+     "--confirm applies to the orphan_cleanup phase, which this run does not include", 1),
+    ("approve-without-apply", ["run", "--env", "staging", "--phase", "orphan_check", "--approve", "abc"], {}, None,
+     "--approve applies to the apply or orphan_cleanup phase", 1),
+    ("audit-env-and-url", ["audit", "--env", "staging", "--database-url", "postgresql://x@h/db"], {}, None,
+     "give exactly one of --env ENV or --database-url URL", 2),
+    ("audit-url-malformed", ["audit", "--database-url", "http://u:pw@h/db"], {}, None,
+     "--database-url is not a PostgreSQL URL", 2),
+    ("blast-unknown-organization", ["blast-radius", "--env", "staging", "--org", "no-such-org"], {}, None,
+     "organization 'no-such-org' is not in", 1),
+    ("quarantine-unknown-run", ["quarantine", "restore", "nope", "--env", "staging"], {}, None,
+     "run 'nope' has nothing in quarantine", 1),
+    ("archive-unknown-run", ["archive", "show", "nope"], {}, None, "run 'nope' is not in the archive", 1),
+    ("archive-unknown-target", ["archive", "verify", "nope"], {}, None,
+     "'nope' is neither a run nor an environment in the archive", 1),
+    ("local-too-few-rows", ["local", "reset", "--rows", "5", "--environments", "{tmp_envs}"], {}, None,
+     "--rows 5 is too few", 1),
+]
+
+
+def _files(project):
+    return {str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(project.rglob("*")) if p.is_file() and "audit" not in p.relative_to(project).parts}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(case, project_copy, database, tmp_path):
+    name, args, env, setup, expected, status = case
+    if setup:
+        setup(project_copy, database)
+    tmp_envs = tmp_path / "envs" / "environments.yaml"
+    tmp_envs.parent.mkdir()
+    tmp_envs.write_text(f"environments:\n  local:\n    kind: embedded\n    data_dir: {tmp_path / 'local'}\n")
+    fill = {"url_no_db": database.url.replace(f"/{database.name}?", "/no_such_database?"),
+            "url_bad_role": database.url.replace("postgres@", "no_such_role:pw@"), "tmp_envs": str(tmp_envs)}
+    env = {"STAGING_DATABASE_URL": database.url, **{k: v.format(**fill) for k, v in env.items()}}
+    args = [a.format(**fill) for a in args]
+    runs_before = sorted((project_copy / "audit").rglob("manifest.json")) if (project_copy / "audit").exists() else []
+    db_before, files_before = schema_state(database.url), _files(project_copy)
+    result = cli(*args, cwd=project_copy, env=env)
+    assert result.returncode == status, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fkrunbook: error: "), result.stderr
+    assert expected in lines[0], lines[0]
+    assert "pw@" not in result.stderr and database.url not in result.stderr
+    assert schema_state(database.url) == db_before
+    assert _files(project_copy) == files_before
+    runs_after = sorted((project_copy / "audit").rglob("manifest.json")) if (project_copy / "audit").exists() else []
+    assert runs_after == runs_before  # nothing ran
+
+
+def test_the_catalogue_has_at_least_30_cases_and_the_readme_lists_them():
+    from .conftest import PROJECT
+
+    assert len(CASES) >= 30
+    readme = (PROJECT / "README.md").read_text()
+    missing = [c[0] for c in CASES if f"`{c[0]}`" not in readme]
+    assert not missing, f"README troubleshooting table lacks: {missing}"
