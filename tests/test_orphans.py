@@ -104,7 +104,9 @@ def test_cleanup_deletes_nothing_when_its_copy_cannot_be_written(database, spec,
     blocked.mkdir()
     (blocked / "quarantine").mkdir()
     (blocked / "quarantine" / f"{spec.foreign_keys[1].table}.{spec.foreign_keys[1].column}.jsonl").mkdir()
-    with pytest.raises(IsADirectoryError):
+    from fkrunbook.errors import EvidenceUnwritableError
+
+    with pytest.raises(EvidenceUnwritableError, match="cannot write the quarantine copy .* nothing was deleted"):
         clean_up_orphans(database.connect(), spec, blocked, "run-1", confirm=True)
     assert schema_state(database.url) == before
     assert database.sql("SELECT to_regclass('fkrunbook_quarantine.orphan_rows')")[0][0] is None

@@ -145,3 +145,7 @@ class ValidationFailedError(FkrunbookError):
 
 class PlanChangedError(MigrationError):
     """The plan computed now is not the one previewed (and approved)."""
+
+
+class EvidenceUnwritableError(FkrunbookError):
+    """The evidence (run folder, quarantine copy) cannot be written: the change is not attempted."""

@@ -27,6 +27,30 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 
 # -- writing ---------------------------------------------------------------------------------------
+PROBE_BYTES = 4 * 1024 * 1024  # room for a run's notebooks and reports: checked before anything runs
+
+
+def open_run_folder(run_dir: Path) -> None:
+    """Create the run folder and prove the evidence can be written there (space included) before
+    any phase touches the database; a run whose evidence cannot be kept does not start."""
+    from .errors import EvidenceUnwritableError
+
+    try:
+        run_dir.mkdir(parents=True)
+        probe = run_dir / ".probe"
+        with open(probe, "wb") as handle:
+            handle.write(b"\0" * PROBE_BYTES)
+            handle.flush()
+            os.fsync(handle.fileno())
+        probe.unlink()
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            (run_dir / ".probe").unlink()
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()
+        raise EvidenceUnwritableError(f"cannot write the evidence in {run_dir} ({err.strerror or err}); nothing was "
+                                      "run: free space or fix the permissions of the audit folder") from None
+
 def write_manifest(run_dir: Path, manifest: dict) -> None:
     """Write atomically: a reader (or a crash) never sees half a manifest."""
     tmp = run_dir / f".{MANIFEST}.tmp"

@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from .catalog import environment_identity, relation_kind
 from .database import Database
-from .errors import OrphansPresentError
+from .errors import EvidenceUnwritableError, OrphansPresentError
 from .guard import exclusive_change, require_approval
 from .spec import ForeignKey, IntentionalException, Spec
 from .sqltext import ident, literal, qualified
@@ -171,7 +171,6 @@ def clean_up_orphans(db: Database, spec: Spec, evidence_dir: str | Path, run_id:
         frames = {label: pd.DataFrame([r for _, r in rows]) for label, rows in found.items()}
         return CleanupResult(False, _summary(frames), frames, digest)
     out = Path(evidence_dir) / "quarantine"
-    out.mkdir(parents=True, exist_ok=True)
     frames, files = {}, []
     with db.transaction() as conn, exclusive_change(db, conn.connection.driver_connection, spec.name):
         found = _orphan_rows(conn, spec, lock=True)
@@ -189,7 +188,12 @@ def clean_up_orphans(db: Database, spec: Spec, evidence_dir: str | Path, run_id:
                 {"keys": keys, "run_id": run_id, "schema": spec.schema, "table": fk.table,
                  "column": fk.column}).scalars().all()
             path = out / f"{fk.table}.{fk.column}.jsonl"
-            _write_synced(path, deleted)
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                _write_synced(path, deleted)
+            except OSError as err:  # the transaction rolls back: no row is deleted without its copy
+                raise EvidenceUnwritableError(f"cannot write the quarantine copy {path} ({err.strerror or err}); "
+                                              "nothing was deleted: free space or fix the evidence folder") from None
             files.append(str(path.relative_to(Path(evidence_dir))))
             frames[fk.label] = pd.DataFrame(deleted)
     return CleanupResult(True, _summary(frames), frames, digest, files)

@@ -22,7 +22,7 @@ from .catalog import check_spec
 from .database import connect
 from .environment import get_environment
 from .errors import EnvironmentConfigError, PhaseFailedError, PhaseUnknownError
-from .evidence import git_commit, seal_run, write_manifest
+from .evidence import git_commit, open_run_folder, seal_run, write_manifest
 from .phase import PHASES, new_run_id
 from .spec import load_spec
 
@@ -114,7 +114,7 @@ def run_phases(project: Project, env: str, phases: list[str] | None = None, *, s
     if run_dir.exists():
         raise EnvironmentConfigError(f"run id {run_id!r} already exists in {audit_dir / environment.name}; evidence is "
                                      "never overwritten: choose another --run-id or leave it out")
-    run_dir.mkdir(parents=True)
+    open_run_folder(run_dir)
     rel = lambda p: os.path.relpath(p, project.notebooks)  # noqa: E731 - paths as the notebooks see them
     parameters = dict(parameters or {})
     if parameters.get("docs_dir"):

@@ -73,6 +73,15 @@ def stop_server(data_dir: str | Path, bin_dir: str | Path | None = None) -> bool
         return True
 
 
+def restart_server(data_dir: str | Path, bin_dir: str | Path | None = None) -> None:
+    """Restart the server in place (same port): every open connection is cut."""
+    data_dir = Path(data_dir).resolve()
+    bin_dir = Path(bin_dir) if bin_dir else embedded_bin_dir()
+    with _locked(data_dir):
+        _run(bin_dir / "pg_ctl", "-D", data_dir / "pgdata", "-w", "-m", "fast", "restart",
+             user=_os_user(data_dir, bin_dir), what="restart the local database")
+
+
 @contextlib.contextmanager
 def _locked(data_dir: Path):
     with open(data_dir.parent / f".{data_dir.name}.lock", "w") as handle:
