@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import logging
 import os
 import socket
 import time
@@ -175,6 +176,12 @@ def _execute_phase(project: Project, run_dir: Path, name: str, parameters: dict,
     def cell_started(cell, cell_index, **_):
         on_cell(cell_index + 1, total.setdefault("cells", _cell_count(run_dir / PHASES[name])))
 
+    # papermill's and nbclient's own messages (a timeout, a dead kernel) go to the run's runner.log,
+    # not the operator's terminal: the one-line error says what happened, the log keeps the detail.
+    runner_log = logging.FileHandler(run_dir / "runner.log")
+    papermill_logger = logging.getLogger("papermill")
+    papermill_logger.addHandler(runner_log)
+    propagate, papermill_logger.propagate = papermill_logger.propagate, False
     try:
         with open(run_dir / "kernel.log", "ab") as kernel_log:
             papermill.execute_notebook(
@@ -186,6 +193,10 @@ def _execute_phase(project: Project, run_dir: Path, name: str, parameters: dict,
         return f"{err.ename}: {err.evalue}"
     except Exception as err:  # kernel death, cell timeout: the notebook may be partly written
         return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    finally:
+        papermill_logger.removeHandler(runner_log)
+        papermill_logger.propagate = propagate
+        runner_log.close()
     return None
 
 

@@ -78,7 +78,7 @@ def restart_server(data_dir: str | Path, bin_dir: str | Path | None = None) -> N
     data_dir = Path(data_dir).resolve()
     bin_dir = Path(bin_dir) if bin_dir else embedded_bin_dir()
     with _locked(data_dir):
-        _run(bin_dir / "pg_ctl", "-D", data_dir / "pgdata", "-w", "-m", "fast", "restart",
+        _run(bin_dir / "pg_ctl", "-D", data_dir / "pgdata", "-l", data_dir / "server.log", "-w", "-m", "fast", "restart",
              user=_os_user(data_dir, bin_dir), what="restart the local database")
 
 
