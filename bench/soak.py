@@ -90,7 +90,8 @@ def soak(runs: int, project: Path, rows: int = 2000) -> list[dict]:
             "orphans_restored": restored, "fkrunbook_connections": ours,
             "postgres_processes": sum(1 for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"),
             "child_processes": len(me.children(recursive=True)), "runtime_files": _count_files(runtime),
-            "temp_files": _count_files(Path(tempfile.gettempdir())), "rss_mb": round(me.memory_info().rss / 2**20, 1),
+            "temp_files": _count_files(Path(tempfile.gettempdir())) - _count_files(project),  # evidence is kept
+            "rss_mb": round(me.memory_info().rss / 2**20, 1),
         })
     return figures
 

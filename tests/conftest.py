@@ -92,13 +92,16 @@ def sample(server):
     return server.sample
 
 
-@pytest.fixture
-def project_copy(tmp_path) -> Path:
-    """A copy of the project's runbook files (notebooks, runbooks, migrations) in a temp folder."""
-    dest = tmp_path / "project"
+def copy_project(dest: Path) -> Path:
+    """A copy of the project's runbook files (notebooks, runbooks, migrations) at ``dest``."""
     for part in ("notebooks", "runbooks", "supabase"):
         shutil.copytree(PROJECT / part, dest / part)
     return dest
+
+
+@pytest.fixture
+def project_copy(tmp_path) -> Path:
+    return copy_project(tmp_path / "project")
 
 
 def schema_state(db_url: str) -> dict:

@@ -9,7 +9,7 @@ from fkrunbook.evidence import load_runs, scrub_secrets, verify_archive
 from fkrunbook.phase import start
 from fkrunbook.runbook import Project, run_phases
 
-from .conftest import PROJECT
+from .conftest import PROJECT, copy_project
 
 
 def _run(project_copy, database, phases=("orphan_check",), env="test", **parameters):
@@ -31,9 +31,7 @@ def pristine_archive(server, tmp_path_factory):
     with psycopg.connect(server.url(), autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
     (root / "environments.yaml").write_text(ENVIRONMENTS_YAML)
-    project = root / "project"
-    for part in ("notebooks", "runbooks", "supabase"):
-        shutil.copytree(PROJECT / part, project / part)
+    project = copy_project(root / "project")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FKRUNBOOK_TEST_URL", server.url(name))
         db = TestDatabase(name, server.url(name), root / "environments.yaml")

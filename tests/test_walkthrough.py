@@ -12,13 +12,9 @@ from .test_cli import cli
 
 @pytest.fixture(scope="module")
 def demo_project(tmp_path_factory):
-    import shutil
+    from .conftest import copy_project
 
-    from .conftest import PROJECT
-
-    project = tmp_path_factory.mktemp("walkthrough") / "project"
-    for part in ("notebooks", "runbooks", "supabase"):
-        shutil.copytree(PROJECT / part, project / part)
+    project = copy_project(tmp_path_factory.mktemp("walkthrough") / "project")
     result = cli("demo", "--rows", "300", cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr
     yield project

@@ -167,6 +167,12 @@ def local():
     """The local environment's embedded PostgreSQL."""
 
 
+def _local_env(environments_path, project):
+    from .environment import get_environment
+
+    return get_environment("local", environments_path or _project(project).environments)
+
+
 @local.command("start")
 @click.option("--environments", "environments_path", type=click.Path(dir_okay=False), help="Environments file.")
 @project_option
@@ -177,9 +183,8 @@ def local_start(environments_path, project):
     Example: fkrunbook local start
     """
     from .database import connect
-    from .environment import get_environment
 
-    env = get_environment("local", environments_path or _project(project).environments)
+    env = _local_env(environments_path, project)
     db = connect(env)
     click.echo(f"local database {env.database!r} is ready (PostgreSQL {db.describe().loc['server_version', 'value']})")
 
@@ -194,11 +199,10 @@ def local_reset(rows, environments_path, project):
 
     Example: fkrunbook local reset --rows 1000000
     """
-    from .environment import get_environment
     from .sample import ensure_local_database
     from .server import ensure_server
 
-    env = get_environment("local", environments_path or _project(project).environments)
+    env = _local_env(environments_path, project)
     data = ensure_local_database(ensure_server(env.data_dir, env.bin_dir), env.database, rows=rows, reset=True)
     click.echo(f"local database {env.database!r} recreated: {data.sessions} sessions, {data.grants} grants, "
                f"{data.events} events; orphans planted: {sum(data.orphans.values())}")
@@ -213,10 +217,9 @@ def local_stop(environments_path, project):
 
     Example: fkrunbook local stop
     """
-    from .environment import get_environment
     from .server import stop_server
 
-    env = get_environment("local", environments_path or _project(project).environments)
+    env = _local_env(environments_path, project)
     click.echo("stopped" if stop_server(env.data_dir, env.bin_dir) else "not running")
 
 
