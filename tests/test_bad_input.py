@@ -50,6 +50,8 @@ CASES = [
     ("host-unreachable", ["run", "--env", "staging"],
      {"STAGING_DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/db?sslmode=disable"}, None,
      "cannot connect to environment 'staging'", 1),
+    ("wrong-password", ["run", "--env", "staging"], {"STAGING_DATABASE_URL": "{url_wrong_password}"}, None,
+     'password authentication failed for user "fk_pw_user"', 1),
     ("database-missing", ["run", "--env", "staging"], {"STAGING_DATABASE_URL": "{url_no_db}"}, None,
      "cannot connect to environment 'staging'", 1),
     ("role-missing", ["run", "--env", "staging"], {"STAGING_DATABASE_URL": "{url_bad_role}"}, None,
@@ -123,13 +125,31 @@ CASES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def password_role(server):
+    """A role that must give its password (scram), on the otherwise trusting test server."""
+    import psycopg
+
+    hba = server.data_dir / "pgdata" / "pg_hba.conf"
+    original = hba.read_text()
+    hba.write_text("host all fk_pw_user 127.0.0.1/32 scram-sha-256\n" + original)
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute("CREATE ROLE fk_pw_user LOGIN PASSWORD 'the-right-one'")
+        conn.execute("SELECT pg_reload_conf()")
+    yield "fk_pw_user"
+    hba.write_text(original)
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+        conn.execute("DROP ROLE fk_pw_user")
+
+
 def _files(project):
     return {str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(project.rglob("*")) if p.is_file() and "audit" not in p.relative_to(project).parts}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(case, project_copy, database, tmp_path):
+def test_bad_input(case, project_copy, database, tmp_path, password_role):
     name, args, env, setup, expected, status = case
     if setup:
         setup(project_copy, database)
@@ -137,7 +157,8 @@ def test_bad_input(case, project_copy, database, tmp_path):
     tmp_envs.parent.mkdir()
     tmp_envs.write_text(f"environments:\n  local:\n    kind: embedded\n    data_dir: {tmp_path / 'local'}\n")
     fill = {"url_no_db": database.url.replace(f"/{database.name}?", "/no_such_database?"),
-            "url_bad_role": database.url.replace("postgres@", "no_such_role:pw@"), "tmp_envs": str(tmp_envs)}
+            "url_bad_role": database.url.replace("postgres@", "no_such_role:pw@"), "tmp_envs": str(tmp_envs),
+            "url_wrong_password": database.url.replace("postgres@", f"{password_role}:Wr0ng-pw@")}
     env = {"STAGING_DATABASE_URL": database.url, **{k: v.format(**fill) for k, v in env.items()}}
     args = [a.format(**fill) for a in args]
     runs_before = sorted((project_copy / "audit").rglob("manifest.json")) if (project_copy / "audit").exists() else []
@@ -147,7 +168,7 @@ def test_bad_input(case, project_copy, database, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fkrunbook: error: "), result.stderr
     assert expected in lines[0], lines[0]
-    assert "pw@" not in result.stderr and database.url not in result.stderr
+    assert "pw@" not in result.stderr and database.url not in result.stderr and "Wr0ng-pw" not in result.stderr
     assert schema_state(database.url) == db_before
     assert _files(project_copy) == files_before
     runs_after = sorted((project_copy / "audit").rglob("manifest.json")) if (project_copy / "audit").exists() else []
