@@ -17,7 +17,7 @@ from fkrunbook.spec import LockRetries
 from fkrunbook.verify import verify_constraints
 
 from .conftest import schema_state
-from .test_migration import MIGRATIONS, psql
+from .test_migration import MIGRATIONS
 
 
 def _clean(database, spec, tmp_path):

@@ -7,7 +7,6 @@ installs it) and installed there with npm if missing.
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 

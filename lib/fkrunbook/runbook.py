@@ -93,7 +93,6 @@ def run_phases(project: Project, env: str, phases: list[str] | None = None, *, s
                on_event: Callable[[str, dict], None] | None = None) -> RunResult:
     """Execute the phases against ``env``; raise :class:`PhaseFailedError` after writing the evidence
     of the first phase that fails. Nothing runs when a preflight check fails."""
-    import papermill
 
     notify = on_event or (lambda kind, info: None)
     # Preflight: every error a person is likely to make surfaces here, before any notebook runs.

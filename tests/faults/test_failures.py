@@ -1,13 +1,10 @@
 """Faults other than a kill: the server restarting, the kernel dying, a cell timing out, a
 statement timeout, and evidence that cannot be written. Each leaves a known database state,
 evidence of what happened, and a clear message."""
-import json
 import subprocess
 import threading
-import time
 from dataclasses import replace
 
-import psycopg
 import pytest
 
 from fkrunbook.errors import EvidenceUnwritableError, MigrationError
