@@ -15,7 +15,7 @@ from .catalog import ON_DELETE_CODES, foreign_key_states
 from .database import Database
 from .errors import FkrunbookError
 from .spec import Spec
-from .sqltext import ident, qualified
+from .sqltext import ident, literal, qualified
 
 MAX_DEPTH = 6
 
@@ -75,7 +75,7 @@ def blast_radius(db: Database, spec: Spec, organization: str = "") -> BlastRadiu
     with db.read_only() as conn:
         edges = conn.execute(text(EDGES)).mappings().all()
         org = _pick(conn, spec, edges, organization)
-        cond = f"{ident(parent.column)} = {_literal(org['id'])}"
+        cond = f"{ident(parent.column)} = {literal(org['id'])}"
         rows = []
         _walk(conn, edges, (spec.schema, parent.table), cond, [parent.table], rows, 1)
         for state in foreign_key_states(conn, spec):
@@ -146,6 +146,3 @@ def _pick(conn, spec: Spec, edges, organization: str) -> dict:
             raise OrganizationNotFoundError(f"{root} has no organization to look at")
     return {"id": row[0], "slug": row[1]}
 
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"

@@ -17,9 +17,9 @@ from .database import Database
 from .errors import CascadeValidationError
 from .rowmaker import RowMaker, RowMakerError
 from .spec import Spec
+from .sqltext import literal
 
-LOCK_TIMEOUT = "3s"
-STATEMENT_TIMEOUT = "60s"
+STATEMENT_TIMEOUT = "60s"  # the test touches a handful of rows; its lock waits use the spec's lock_timeout
 
 
 @dataclass
@@ -53,8 +53,8 @@ def validate_cascade(db: Database, spec: Spec) -> CascadeResult:
     rows = []
     with db.connect_raw() as conn:
         try:
-            conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
-            conn.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
+            conn.execute(f"SET lock_timeout = {literal(spec.migration.lock_timeout)}")
+            conn.execute(f"SET statement_timeout = {literal(STATEMENT_TIMEOUT)}")
             maker = RowMaker(conn)
             try:
                 test_org = maker.insert(spec.schema, parent.table)[parent.column]

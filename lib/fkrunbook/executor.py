@@ -24,6 +24,7 @@ from . import history
 from .database import Database
 from .errors import LockUnavailableError, MigrationError, OrphansPresentError, ValidationFailedError
 from .guard import exclusive_change, require_approval
+from .migration import drop_index_statement
 from .orphans import orphan_query
 from .plan import MigrationPlan, Step, plan_migration
 from .spec import LockRetries, Spec, duration_seconds
@@ -145,8 +146,6 @@ class _Runner:
 
     def _drop_leftover(self, step: Step) -> None:
         """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index behind: remove it (itself retried)."""
-        from .migration import drop_index_statement
-
         drop = drop_index_statement(self.spec, step.fk.index)
         exists = self.conn.execute(
             "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "

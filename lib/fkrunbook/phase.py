@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import sys
 import secrets
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,9 +56,11 @@ class PhaseContext:
     @property
     def overview(self) -> pd.DataFrame:
         frame = self.db.describe()
-        extra = pd.DataFrame([("phase", self.phase), ("run id", self.run_id), ("spec", Path(self.spec.path).name),
-                              ("spec sha256", self.spec.sha256[:16]),
-            ("transactions", "READ ONLY" if self.db.read_only_session else "read-write")], columns=["property", "value"])
+        extra = pd.DataFrame([
+            ("phase", self.phase), ("run id", self.run_id), ("spec", Path(self.spec.path).name),
+            ("spec sha256", self.spec.sha256[:16]),
+            ("transactions", "READ ONLY" if self.db.read_only_session else "read-write"),
+        ], columns=["property", "value"])
         return pd.concat([frame, extra.set_index("property")])
 
     @property
