@@ -6,6 +6,14 @@ class FkrunbookError(Exception):
     """Base of every error the runbook raises on purpose. str() is one line that says the fix."""
 
 
+class ConfigError(FkrunbookError):
+    """fkrunbook.toml is missing or malformed, or ``fkrunbook init`` cannot write it."""
+
+    def __init__(self, message: str, *, path: str | None = None):
+        self.path = path
+        super().__init__(message)
+
+
 class SpecError(FkrunbookError):
     """The spec file is missing or malformed."""
 

@@ -1,0 +1,254 @@
+"""The project configuration: where things live in the repository fkrunbook runs in.
+
+One file, ``fkrunbook.toml``, at the root of the team's repository, found by walking up from the
+current folder (as git and the Supabase CLI find theirs). Every layer (CLI, runner, notebooks,
+docs, migrations) receives the one :class:`Config` loaded from it; none computes a path of its own.
+
+    [supabase]
+    dir = "infrastructure/supabase/supabase"      # the folder with config.toml and migrations/
+
+    [runbook]
+    specs = ["fkrunbook/add_missing_org_fk_constraints.yaml"]
+    environments = "fkrunbook/environments.yaml"
+    evidence = "fkrunbook/audit"
+
+    [docs]
+    table = "documentation/database/tables/{table}.md"   # a table's doc
+    new = "documentation/database"                        # fkrunbook creates files only in here
+    index = "documentation/AGENT-INDEX.md"                # the keyword index
+    procedures = [".claude/commands/org-cleanup*.md"]     # the org clean-up procedures
+
+Paths are relative to the folder holding the file (or to ``root``, when the file sets it: the
+copy kept in a run folder points back at the repository that way).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import ConfigError
+
+CONFIG_FILE = "fkrunbook.toml"
+
+SECTIONS = {
+    "": {"root"},
+    "supabase": {"dir"},
+    "runbook": {"specs", "environments", "evidence"},
+    "docs": {"table", "new", "index", "procedures"},
+}
+
+
+@dataclass(frozen=True)
+class DocsLayout:
+    """Where the team keeps its docs. ``table`` is a path template with ``{table}``; files the docs
+    phase would create (a table's first doc, the ER diagram, the methodology) go only under ``new``."""
+    root: Path
+    table: str
+    new: Path
+    index: Path | None
+    procedures: tuple[str, ...] = ()
+
+    def table_doc(self, table: str) -> Path:
+        return self.root / self.table.format(table=table)
+
+    def procedure_files(self) -> list[Path]:
+        """Files matched by the procedure globs, dot-folders included, each once, in order."""
+        found: dict[Path, None] = {}
+        for pattern in self.procedures:
+            for match in sorted(glob.glob(pattern, root_dir=self.root, recursive=True, include_hidden=True)):
+                path = self.root / match
+                if path.is_file():
+                    found.setdefault(path, None)
+        return list(found)
+
+    def may_create(self, path: Path) -> bool:
+        """Whether fkrunbook may create ``path``: only inside the folder for new docs."""
+        return _inside(path, self.new)
+
+    def rel(self, path: Path) -> str:
+        return os.path.relpath(path, self.root)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One project's configuration; every path absolute."""
+    root: Path
+    supabase_dir: Path
+    specs: tuple[Path, ...]
+    environments: Path
+    evidence: Path
+    docs: DocsLayout
+    path: Path | None = None           # the fkrunbook.toml it was read from
+    sha256: str = field(default="", compare=False)
+
+    @property
+    def migrations(self) -> Path:
+        """The Supabase folder's migrations/, where the runbook's files are generated."""
+        return self.supabase_dir / "migrations"
+
+    @property
+    def spec(self) -> Path:
+        """The default runbook spec: the first listed."""
+        return self.specs[0]
+
+    @property
+    def notebooks(self) -> Path:
+        from .resources import notebooks_dir
+
+        return notebooks_dir()
+
+    def resolve_spec(self, given: str | Path | None) -> Path:
+        """A spec named on the command line: a path (relative to the current folder), or the file
+        name or stem of one listed in the configuration; the first listed when ``given`` is empty."""
+        if not given:
+            return self.spec
+        for spec in self.specs:
+            if str(given) in (spec.name, spec.stem):
+                return spec
+        return Path(given).resolve()
+
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the repository root, as the evidence and messages show it."""
+        return os.path.relpath(path, self.root)
+
+    def with_docs_under(self, folder: Path) -> "Config":
+        """The same project with its docs layout moved under ``folder`` (the demo writes there)."""
+        folder = folder.resolve()
+        moved = lambda p: folder / os.path.relpath(p, self.root)  # noqa: E731
+        docs = DocsLayout(folder, self.docs.table, moved(self.docs.new),
+                          moved(self.docs.index) if self.docs.index else None, self.docs.procedures)
+        return replace(self, docs=docs)
+
+    def to_toml(self, at: Path) -> str:
+        """This configuration as a file to be kept at ``at`` (a run folder): paths relative to the
+        repository root, ``root`` relative to ``at``."""
+        def q(value: str) -> str:
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+        def rel(p: Path) -> str:
+            return q(self.rel(p))
+
+        docs_root = os.path.relpath(self.docs.root, self.root)
+        docs_rel = lambda p: q(os.path.relpath(p, self.root))  # noqa: E731
+        table = self.docs.table if docs_root == "." else os.path.join(docs_root, self.docs.table)
+        lines = [f"# The configuration this run used (from {self.rel(self.path) if self.path else 'defaults'}).",
+                 f"root = {q(os.path.relpath(self.root, at))}", "",
+                 "[supabase]", f"dir = {rel(self.supabase_dir)}", "",
+                 "[runbook]", "specs = [" + ", ".join(rel(s) for s in self.specs) + "]",
+                 f"environments = {rel(self.environments)}", f"evidence = {rel(self.evidence)}", "",
+                 "[docs]", f"table = {q(table)}", f"new = {docs_rel(self.docs.new)}"]
+        if self.docs.index:
+            lines.append(f"index = {docs_rel(self.docs.index)}")
+        procedures = [p if docs_root == "." else os.path.join(docs_root, p) for p in self.docs.procedures]
+        lines.append("procedures = [" + ", ".join(q(p) for p in procedures) + "]")
+        return "\n".join(lines) + "\n"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        Path(os.path.abspath(path)).relative_to(os.path.abspath(folder))
+        return True
+    except ValueError:
+        return False
+
+
+def find_config(start: str | Path | None = None) -> Config:
+    """The ``fkrunbook.toml`` at or above ``start`` (default: the current folder), loaded."""
+    here = Path(start or os.getcwd()).resolve()
+    if here.is_file():
+        return load_config(here)
+    for folder in [here, *here.parents]:
+        if (folder / CONFIG_FILE).is_file():
+            return load_config(folder / CONFIG_FILE)
+    raise ConfigError(f"no {CONFIG_FILE} at or above {here}; run `fkrunbook init` at the root of your repository, "
+                      "or pass --project with the folder that holds it")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check a ``fkrunbook.toml``; one :class:`ConfigError` naming the first problem."""
+    import hashlib
+
+    path = Path(path).resolve()
+    if path.is_dir():
+        path = path / CONFIG_FILE
+    try:
+        raw_bytes = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist; run `fkrunbook init` there, or pass --project with the folder "
+                          f"that holds {CONFIG_FILE}", path=str(path)) from None
+    try:
+        raw = tomllib.loads(raw_bytes.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid TOML ({err}); fix the syntax", path=str(path)) from None
+    config = parse_config(raw, path)
+    return replace(config, sha256=hashlib.sha256(raw_bytes).hexdigest())
+
+
+def parse_config(raw: dict, path: Path) -> Config:
+    def fail(message: str):
+        raise ConfigError(f"{path}: {message}", path=str(path))
+
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            if key not in SECTIONS or not key:
+                fail(f"unknown section [{key}]; known: " + ", ".join(f"[{s}]" for s in SECTIONS if s))
+            for sub in value:
+                if sub not in SECTIONS[key]:
+                    fail(f"unknown key {sub!r} in [{key}]; known: {', '.join(sorted(SECTIONS[key]))}")
+        elif key not in SECTIONS[""]:
+            fail(f"unknown key {key!r}; put it in one of the sections " + ", ".join(f"[{s}]" for s in SECTIONS if s))
+
+    def text(section: str, key: str, default: str | None = None) -> str:
+        value = raw.get(section, {}).get(key, default)
+        if value is None:
+            fail(f"[{section}] has no {key!r}; add it")
+        if not isinstance(value, str) or not value.strip():
+            fail(f"[{section}] {key} must be a non-empty string")
+        return value
+
+    def texts(section: str, key: str, default: list[str]) -> tuple[str, ...]:
+        value = raw.get(section, {}).get(key, default)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            fail(f"[{section}] {key} must be a list of strings")
+        return tuple(value)
+
+    base = path.parent
+    root_value = raw.get("root", ".")
+    if not isinstance(root_value, str):
+        fail("root must be a string: the repository root, relative to this file")
+    root = (base / root_value).resolve()
+    at = lambda value: (root / value).resolve()  # noqa: E731
+
+    specs = texts("runbook", "specs", [])
+    if not specs:
+        fail("[runbook] specs is empty; list the runbook spec files (fkrunbook init writes one)")
+    table = text("docs", "table", "docs/schema/tables/{table}.md")
+    if "{table}" not in table:
+        fail(f"[docs] table {table!r} must contain {{table}}, e.g. \"docs/schema/tables/{{table}}.md\"")
+    try:
+        table.format(table="x")
+    except (KeyError, IndexError, ValueError):
+        fail(f"[docs] table {table!r} may hold only the placeholder {{table}}")
+    new = at(text("docs", "new", str(Path(table).parent.parent) if "/" in table else "."))
+    index = raw.get("docs", {}).get("index")
+    if index is not None and (not isinstance(index, str) or not index.strip()):
+        fail("[docs] index must be a path, e.g. \"docs/AGENT-INDEX.md\"")
+    config = Config(
+        root=root, path=path,
+        supabase_dir=at(text("supabase", "dir", "supabase")),
+        specs=tuple(at(s) for s in specs),
+        environments=at(text("runbook", "environments", "runbooks/environments.yaml")),
+        evidence=at(text("runbook", "evidence", "audit")),
+        docs=DocsLayout(root, table, new, at(index) if index else None,
+                        texts("docs", "procedures", [])),
+    )
+    for what, folder in (("[supabase] dir", config.supabase_dir), ("[runbook] evidence", config.evidence),
+                         ("[docs] new", config.docs.new)):
+        if not _inside(folder, root):
+            fail(f"{what} {config.rel(folder)!r} is outside the repository {root}; keep it inside")
+    return config
