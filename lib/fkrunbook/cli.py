@@ -12,7 +12,8 @@ from pathlib import Path
 import click
 
 from .errors import FkrunbookError
-from .phase import PHASES
+from .phase import PHASES, check_parameters, phase_parameters
+from .sample import seed_demo_docs
 
 
 def _friendly(func):
@@ -29,13 +30,15 @@ def _friendly(func):
     return click.option("--debug", is_flag=True, help="Show the full traceback of an error.")(wrapper)
 
 
-def _project(project: str | None):
-    from .runbook import Project, find_project
+def _config(project: str | None):
+    """The project configuration: --project (fkrunbook.toml or its folder), else found from here up."""
+    from .config import find_config
 
-    return Project(Path(project).resolve()) if project else find_project()
+    return find_config(project)
 
 
-project_option = click.option("--project", type=click.Path(file_okay=False), help="Project folder (default: found from the current folder).")
+project_option = click.option("--project", type=click.Path(), help="fkrunbook.toml, or the folder holding it "
+                                                                    "(default: found from the current folder up).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,27 +49,40 @@ def main():
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # quiet debugpy warning in kernels
 
 
+def _phase_options(func):
+    """One option per phase parameter, from the phase registry."""
+    for name, (parameter, takers) in reversed(list(phase_parameters().items())):
+        where = " and ".join(takers)
+        text = parameter.help if parameter.help.startswith(tuple(takers)) else f"{where}: {parameter.help}"
+        if parameter.type is bool:
+            option = click.option(parameter.option, name, is_flag=True, help=text)
+        else:
+            option = click.option(parameter.option, name, type=parameter.type, default=parameter.default,
+                                  show_default=bool(parameter.default), help=text,
+                                  metavar="HASH" if name == "approve" else None)
+        func = option(func)
+    return func
+
+
+spec_option = click.option("--spec", "spec", help="Runbook spec: a name listed in fkrunbook.toml or a path "
+                                                  "(default: the first listed).")
+
+
 @main.command()
-@click.option("--env", "env", required=True, help="Environment name from runbooks/environments.yaml.")
+@click.option("--env", "env", required=True, help="Environment name from the project's environments file.")
 @click.option("--phase", "phases", multiple=True, help=f"Phase to run (repeatable; default all): {', '.join(PHASES)}.")
-@click.option("--confirm", is_flag=True, help="orphan_cleanup: really delete the orphans (copies kept).")
-@click.option("--fail-on-orphans", is_flag=True, help="orphan_check: fail when any orphan exists (scheduled detection).")
-@click.option("--approve", metavar="PLAN_HASH", help="apply: run only if the plan's hash is this one (from the preview).")
-@click.option("--blast-org", default="", help="cascade_validation: organization id or slug for the blast radius.")
-@click.option("--write-docs", is_flag=True, help="docs_update: write the changed docs instead of only showing the diff.")
-@click.option("--docs-dir", type=click.Path(file_okay=False), help="docs_update: the docs folder (default docs/schema).")
-@click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Runbook spec (default runbooks/add_missing_org_fk_constraints.yaml).")
-@click.option("--environments", "environments_path", type=click.Path(dir_okay=False), help="Environments file.")
+@_phase_options
+@spec_option
 @click.option("--run-id", help="Run id (default: UTC time plus a random suffix).")
 @click.option("--cell-timeout", type=int, default=1800, show_default=True, help="Seconds a notebook cell may run.")
 @click.option("--quiet", is_flag=True, help="Print only the final line.")
 @project_option
 @_friendly
-def run(env, phases, confirm, fail_on_orphans, approve, blast_org, write_docs, docs_dir, spec_path, environments_path, run_id, cell_timeout, quiet, project):
+def run(env, phases, spec, run_id, cell_timeout, quiet, project, **phase_values):
     """Run the runbook's phases in order with papermill, stopping at the first failure.
 
-    Every executed notebook, failed ones included, is kept under audit/<env>/<run-id>/ with a
-    manifest.json.
+    Every executed notebook, failed ones included, is kept under the project's evidence folder,
+    <evidence>/<env>/<run-id>/, with a manifest.json.
 
     Example: fkrunbook run --env staging --phase orphan_check --phase migration_preview
     """
@@ -74,25 +90,16 @@ def run(env, phases, confirm, fail_on_orphans, approve, blast_org, write_docs, d
     from .runbook import resolve_phases, run_phases
 
     selected = resolve_phases(list(phases))  # a misspelled phase fails before anything connects
-    for flag, value, phase in (("--confirm", confirm, "orphan_cleanup"), ("--fail-on-orphans", fail_on_orphans,
-                               "orphan_check"), ("--approve", approve, "apply or orphan_cleanup"),
-                               ("--write-docs", write_docs, "docs_update"), ("--docs-dir", docs_dir, "docs_update"),
-                               ("--blast-org", blast_org, "cascade_validation")):
-        if value and not any(p in phase.split(" or ") for p in selected):
-            raise FkrunbookError(f"{flag} applies to the {phase} phase, which this run does not include; add "
-                                 f"--phase {phase.split(' or ')[0]} or drop {flag}")
-    parameters = {"confirm": confirm, "write": write_docs, "approve": approve or "", "fail_on_orphans": fail_on_orphans,
-                  "blast_org": blast_org}
-    if docs_dir:
-        parameters["docs_dir"] = docs_dir
-    proj = _project(project)
+    known = phase_parameters()
+    parameters = {k: v for k, v in phase_values.items() if v != known[k][0].default}
+    check_parameters(selected, parameters)  # a flag for a phase left out fails before anything connects
+    config = _config(project)
     try:
-        result = run_phases(proj, env, list(phases), spec_path=spec_path, environments_path=environments_path,
-                            parameters=parameters, run_id=run_id, cell_timeout=cell_timeout,
-                            on_event=None if quiet else _print_event)
+        result = run_phases(config, env, selected, spec=spec, parameters=parameters, run_id=run_id,
+                            cell_timeout=cell_timeout, on_event=None if quiet else _print_event)
     except PhaseFailedError as err:
-        if not quiet:
-            _print_summary(proj.audit / env / err.run_id)
+        if not quiet and err.run_dir:
+            _print_summary(Path(err.run_dir))
         raise
     if not quiet:
         _print_summary(result.run_dir)
@@ -107,7 +114,8 @@ def demo(rows, project):
     """Run the whole runbook on a fresh local database with planted orphans.
 
     Resets the local (embedded) database, then runs all six phases with the clean-up confirmed
-    and the docs written into the run folder; ends with the three constraints validated.
+    and the docs written into a copy of the project's docs under .fkrunbook/demo-docs; ends with
+    the three constraints validated.
 
     Example: fkrunbook demo
     """
@@ -117,8 +125,8 @@ def demo(rows, project):
     from .sample import ensure_local_database
     from .server import ensure_server
 
-    proj = _project(project)
-    env = get_environment("local", proj.environments)
+    config = _config(project)
+    env = get_environment("local", config.environments)
     started = time.monotonic()
     click.echo(f"Starting the local PostgreSQL (data in {_shown(env.data_dir)}) and loading sample data...")
     server = ensure_server(env.data_dir, env.bin_dir)
@@ -128,33 +136,33 @@ def demo(rows, project):
                f"leaving orphans), {data.sessions} sessions, {data.grants} grants, {data.events} events")
     for column, count in data.orphans.items():
         click.echo(f"  planted orphans in {column}: {count}")
-    docs_dir = env.data_dir.parent / "demo-docs"  # stands in for the team's docs folder
-    shutil.rmtree(docs_dir, ignore_errors=True)
-    docs_dir.mkdir(parents=True)
-    result = run_phases(proj, "local", None, parameters={"confirm": True, "write": True, "docs_dir": docs_dir},
+    docs_root = env.data_dir.parent / "demo-docs"  # stands in for the team's repository: its docs are not touched
+    shutil.rmtree(docs_root, ignore_errors=True)
+    demo_config = config.with_docs_under(docs_root)
+    seed_demo_docs(demo_config)
+    result = run_phases(demo_config, "local", None, parameters={"confirm": True, "write": True},
                         run_id=new_run_id(), on_event=_print_event)
     _print_summary(result.run_dir)
     click.echo(f"Done in {time.monotonic() - started:.1f} s: orphans quarantined and deleted, covering indexes built, "
                "three foreign keys added NOT VALID then validated, cascade proven and rolled back, docs written.")
     click.echo(f"Evidence: {_shown(result.run_dir)} (sealed manifest.json, the six executed notebooks and their "
-               f"HTML reports); all runs: {_shown(proj.audit / 'index.html')}; docs written to {_shown(docs_dir)}")
+               f"HTML reports); all runs: {_shown(config.evidence / 'index.html')}; docs written under {_shown(docs_root)}")
 
 
 @main.command("generate-migrations")
 @click.option("--check", is_flag=True, help="Only compare; exit 1 if the files differ from what the spec gives.")
-@click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Runbook spec.")
+@spec_option
 @project_option
 @_friendly
-def generate_migrations(check, spec_path, project):
-    """Write the migration files for the spec into supabase/migrations/.
+def generate_migrations(check, spec, project):
+    """Write the migration files for the spec into the Supabase folder's migrations/.
 
     Example: fkrunbook generate-migrations --check
     """
     from .migration import write_migrations
-    from .spec import load_spec
 
-    proj = _project(project)
-    differ = write_migrations(load_spec(spec_path or proj.spec), proj.migrations, check=check)
+    config = _config(project)
+    differ = write_migrations(_load_spec(spec, project), config.migrations, check=check)
     if check and differ:
         click.echo(f"fkrunbook: error: {', '.join(differ)} differ from the spec; run `fkrunbook generate-migrations`",
                    err=True)
@@ -167,34 +175,32 @@ def local():
     """The local environment's embedded PostgreSQL."""
 
 
-def _local_env(environments_path, project):
+def _local_env(project):
     from .environment import get_environment
 
-    return get_environment("local", environments_path or _project(project).environments)
+    return get_environment("local", _config(project).environments)
 
 
 @local.command("start")
-@click.option("--environments", "environments_path", type=click.Path(dir_okay=False), help="Environments file.")
 @project_option
 @_friendly
-def local_start(environments_path, project):
+def local_start(project):
     """Start the local database (creating it with sample data the first time).
 
     Example: fkrunbook local start
     """
     from .database import connect
 
-    env = _local_env(environments_path, project)
+    env = _local_env(project)
     db = connect(env)
     click.echo(f"local database {env.database!r} is ready (PostgreSQL {db.describe().loc['server_version', 'value']})")
 
 
 @local.command("reset")
 @click.option("--rows", type=int, default=2000, show_default=True, help="Sample size; millions for benchmarks.")
-@click.option("--environments", "environments_path", type=click.Path(dir_okay=False), help="Environments file.")
 @project_option
 @_friendly
-def local_reset(rows, environments_path, project):
+def local_reset(rows, project):
     """Recreate the local database: baseline schema and fresh sample data with planted orphans.
 
     Example: fkrunbook local reset --rows 1000000
@@ -202,28 +208,33 @@ def local_reset(rows, environments_path, project):
     from .sample import ensure_local_database
     from .server import ensure_server
 
-    env = _local_env(environments_path, project)
+    env = _local_env(project)
     data = ensure_local_database(ensure_server(env.data_dir, env.bin_dir), env.database, rows=rows, reset=True)
     click.echo(f"local database {env.database!r} recreated: {data.sessions} sessions, {data.grants} grants, "
                f"{data.events} events; orphans planted: {sum(data.orphans.values())}")
 
 
 @local.command("stop")
-@click.option("--environments", "environments_path", type=click.Path(dir_okay=False), help="Environments file.")
 @project_option
 @_friendly
-def local_stop(environments_path, project):
+def local_stop(project):
     """Stop the local database server.
 
     Example: fkrunbook local stop
     """
     from .server import stop_server
 
-    env = _local_env(environments_path, project)
+    env = _local_env(project)
     click.echo("stopped" if stop_server(env.data_dir, env.bin_dir) else "not running")
 
 
-def _database(env, database_url, environments_path, project, read_only=True):
+def _load_spec(spec, project):
+    from .spec import load_spec
+
+    return load_spec(_config(project).resolve_spec(spec))
+
+
+def _database(env, database_url, project, read_only=True):
     """The database named by --env, or given by --database-url (never echoed)."""
     from .database import Database, connect
     from .environment import Environment, check_url, get_environment
@@ -236,15 +247,14 @@ def _database(env, database_url, environments_path, project, read_only=True):
         db = Database(target, database_url, read_only)
         db.connect_raw().close()
         return db
-    return connect(get_environment(env, environments_path or _project(project).environments), read_only=read_only)
+    return connect(get_environment(env, _config(project).environments), read_only=read_only)
 
 
 target_options = [
-    click.option("--env", help="Environment name from runbooks/environments.yaml."),
+    click.option("--env", help="Environment name from the project's environments file."),
     click.option("--database-url", help="A PostgreSQL URL instead of an environment (prefer --env: a URL on a "
                                         "command line can end up in shell history)."),
-    click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Runbook spec."),
-    click.option("--environments", "environments_path", type=click.Path(dir_okay=False), help="Environments file."),
+    spec_option,
     project_option,
 ]
 
@@ -262,7 +272,7 @@ def _with_target(func):
               help="Column-name pattern of an organization reference (repeatable; default organization_id, org_id, "
                    "*_org_id, *_organization_id).")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON list.")
-def audit(env, database_url, spec_path, environments_path, project, schemas, patterns, as_json):
+def audit(env, database_url, spec, project, schemas, patterns, as_json):
     """Audit every foreign key and organization reference in the live schema.
 
     Exit 0 when every finding is declared in the spec, 1 when any is not, 2 on error.
@@ -275,8 +285,8 @@ def audit(env, database_url, spec_path, environments_path, project, schemas, pat
     from .spec import load_spec
 
     try:
-        spec = load_spec(spec_path or _project(project).spec)
-        findings = audit_schema(_database(env, database_url, environments_path, project), spec,
+        spec = _load_spec(spec, project)
+        findings = audit_schema(_database(env, database_url, project), spec,
                                 list(schemas) or None, list(patterns) or None)
     except FkrunbookError as err:
         click.echo(f"fkrunbook: error: {err}", err=True)
@@ -289,7 +299,7 @@ def audit(env, database_url, spec_path, environments_path, project, schemas, pat
 @_with_target
 @click.option("--org", "organization", default="", help="Organization id or slug (default: the one with most dependents).")
 @_friendly
-def blast_radius_command(env, database_url, spec_path, environments_path, project, organization):
+def blast_radius_command(env, database_url, spec, project, organization):
     """Show what a hard delete of one organization would remove, change, block or leave behind. Read-only.
 
     Example: fkrunbook blast-radius --env staging --org acme
@@ -297,8 +307,8 @@ def blast_radius_command(env, database_url, spec_path, environments_path, projec
     from .blast import blast_radius
     from .spec import load_spec
 
-    spec = load_spec(spec_path or _project(project).spec)
-    result = blast_radius(_database(env, database_url, environments_path, project), spec, organization)
+    spec = _load_spec(spec, project)
+    result = blast_radius(_database(env, database_url, project), spec, organization)
     click.echo(result.rows.to_string(index=False))
     click.echo(result.verdict.data.replace("**", ""))
 
@@ -312,14 +322,14 @@ def quarantine():
 @click.argument("run_id", required=False)
 @_with_target
 @_friendly
-def quarantine_list(run_id, env, database_url, spec_path, environments_path, project):
+def quarantine_list(run_id, env, database_url, spec, project):
     """List the rows kept in quarantine, per run and table.
 
     Example: fkrunbook quarantine list --env staging
     """
     from .quarantine import list_quarantine
 
-    table = list_quarantine(_database(env, database_url, environments_path, project), run_id)
+    table = list_quarantine(_database(env, database_url, project), run_id)
     click.echo(table.to_string(index=False) if len(table) else "quarantine is empty")
 
 
@@ -327,14 +337,14 @@ def quarantine_list(run_id, env, database_url, spec_path, environments_path, pro
 @click.argument("run_id")
 @_with_target
 @_friendly
-def quarantine_restore(run_id, env, database_url, spec_path, environments_path, project):
+def quarantine_restore(run_id, env, database_url, spec, project):
     """Put back exactly the rows one run's clean-up removed (once).
 
     Example: fkrunbook quarantine restore 20261126T120000Z-a1b2c3 --env staging
     """
     from .quarantine import restore_quarantine
 
-    restored = restore_quarantine(_database(env, database_url, environments_path, project, read_only=False), run_id)
+    restored = restore_quarantine(_database(env, database_url, project, read_only=False), run_id)
     click.echo(restored.to_string(index=False))
     click.echo(f"restored {int(restored['rows_restored'].sum())} row(s) from run {run_id}")
 
@@ -345,11 +355,11 @@ def archive():
 
 
 audit_option = click.option("--audit", "audit_dir", type=click.Path(file_okay=False),
-                            help="Evidence folder (default: the project's audit/).")
+                            help="Evidence folder (default: the project's, from fkrunbook.toml).")
 
 
 def _audit_dir(audit_dir, project) -> Path:
-    return Path(audit_dir) if audit_dir else _project(project).audit
+    return Path(audit_dir) if audit_dir else _config(project).evidence
 
 
 @archive.command("list")

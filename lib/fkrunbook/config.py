@@ -100,15 +100,16 @@ class Config:
 
         return notebooks_dir()
 
-    def resolve_spec(self, given: str | Path | None) -> Path:
-        """A spec named on the command line: a path (relative to the current folder), or the file
-        name or stem of one listed in the configuration; the first listed when ``given`` is empty."""
+    def resolve_spec(self, given: str | Path | None, base: Path | None = None) -> Path:
+        """A spec named on the command line or in a notebook: the file name or stem of one listed in
+        the configuration, or a path (relative to ``base``, default the current folder); the first
+        listed when ``given`` is empty."""
         if not given:
             return self.spec
         for spec in self.specs:
             if str(given) in (spec.name, spec.stem):
                 return spec
-        return Path(given).resolve()
+        return ((base or Path.cwd()) / given).resolve()
 
     def rel(self, path: Path) -> str:
         """``path`` relative to the repository root, as the evidence and messages show it."""

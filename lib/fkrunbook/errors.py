@@ -62,6 +62,10 @@ class PhaseUnknownError(FkrunbookError):
         super().__init__(f"phase {name!r} does not exist; known, in order: {', '.join(known)}")
 
 
+class PhaseParameterError(FkrunbookError):
+    """A phase parameter that no phase takes, of the wrong type, or for a phase the run leaves out."""
+
+
 class ProtectedEnvironmentError(FkrunbookError):
     """A protected environment: the change runs only with an approval of the exact plan."""
 
@@ -120,8 +124,8 @@ class CascadeValidationError(FkrunbookError):
 class PhaseFailedError(FkrunbookError):
     """A phase notebook failed; its executed copy (with the traceback) is in the run folder."""
 
-    def __init__(self, message: str, *, phase: str, notebook: str, run_id: str):
-        self.phase, self.notebook, self.run_id = phase, notebook, run_id
+    def __init__(self, message: str, *, phase: str, notebook: str, run_id: str, run_dir: str = ""):
+        self.phase, self.notebook, self.run_id, self.run_dir = phase, notebook, run_id, run_dir
         super().__init__(message)
 
 

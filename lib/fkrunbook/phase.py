@@ -18,23 +18,104 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from .catalog import check_spec
+from .config import Config, find_config
 from .database import Database, connect
 from .environment import get_environment
+from .errors import PhaseParameterError
 from .spec import Spec, load_spec
 
-# Phase name -> notebook, in the order a full run takes them.
-PHASES = {
-    "orphan_check": "01_orphan_check.ipynb",
-    "orphan_cleanup": "02_orphan_cleanup.ipynb",
-    "migration_preview": "03_migration_preview.ipynb",
-    "apply": "04_apply.ipynb",
-    "cascade_validation": "05_cascade_validation.ipynb",
-    "docs_update": "06_docs_update.ipynb",
-}
+@dataclass(frozen=True)
+class Parameter:
+    """A parameter of a phase notebook: its name in the ``parameters`` cell, its type and default,
+    and the ``fkrunbook run`` flag that sets it."""
+    name: str
+    type: type
+    default: object
+    help: str
+    flag: str = ""
 
+    @property
+    def option(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of the runbook, declared once: the CLI's flags, the parameter checks, the
+    summary table and the docs derive from this."""
+    name: str
+    notebook: str
+    title: str
+    read_only: bool                       # every database transaction of the phase is READ ONLY
+    parameters: tuple[Parameter, ...] = ()
+    key_results: tuple[str, ...] = ()     # what the summary shows of its results
+
+
+# Every notebook's parameters cell starts with these; the runner sets them.
+COMMON_PARAMETERS = (
+    Parameter("env", str, "local", "environment name from the project's environments file"),
+    Parameter("project", str, "", "fkrunbook.toml, or the folder holding it; empty: found from the current folder"),
+    Parameter("spec", str, "", "runbook spec (a name or path); empty: the project's first"),
+    Parameter("run_id", str, "", "run id; empty: a new one (the CLI passes its own)"),
+)
+
+_APPROVE = Parameter("approve", str, "", "the hash shown by the preview (apply) or the dry run (orphan_cleanup); "
+                                         "refuses to run a different plan", "--approve")
+
+REGISTRY = (
+    Phase("orphan_check", "01_orphan_check.ipynb", "Orphan check", True, (
+        Parameter("sample_size", int, 5, "orphan_check: orphan rows shown per column"),
+        Parameter("fail_on_orphans", bool, False, "orphan_check: fail when any orphan exists (scheduled detection)"),
+    ), ("orphans", "orphan_streams")),
+    Phase("orphan_cleanup", "02_orphan_cleanup.ipynb", "Orphan clean-up", False, (
+        Parameter("confirm", bool, False, "orphan_cleanup: really delete the orphans (copies kept)"),
+        _APPROVE,
+    ), ("rows", "confirmed", "cleanup_hash")),
+    Phase("migration_preview", "03_migration_preview.ipynb", "Migration preview", True, (),
+          ("statements_to_run", "statements_skipped", "plan_hash")),
+    Phase("apply", "04_apply.ipynb", "Apply", False, (_APPROVE,), ("statements_applied", "lock_retries", "plan_hash")),
+    Phase("cascade_validation", "05_cascade_validation.ipynb", "Cascade validation", False, (
+        Parameter("blast_org", str, "", "cascade_validation: organization id or slug for the blast radius"),
+    ), ("passed", "blast_radius")),
+    Phase("docs_update", "06_docs_update.ipynb", "Docs update", True, (
+        Parameter("write", bool, False, "docs_update: write the changed docs instead of only showing the diff",
+                  "--write-docs"),
+    ), ("files_changed", "written", "stale_lines")),
+)
+
+# Phase name -> its declaration, in the order a full run takes them.
+PHASES = {phase.name: phase for phase in REGISTRY}
 
 # Phases that only look: their every database transaction is READ ONLY.
-READ_ONLY_PHASES = frozenset({"orphan_check", "migration_preview", "docs_update"})
+READ_ONLY_PHASES = frozenset(p.name for p in REGISTRY if p.read_only)
+
+
+def phase_parameters() -> dict[str, tuple[Parameter, list[str]]]:
+    """Every phase parameter once, with the phases that take it (``approve`` is shared)."""
+    found: dict[str, tuple[Parameter, list[str]]] = {}
+    for phase in REGISTRY:
+        for parameter in phase.parameters:
+            found.setdefault(parameter.name, (parameter, []))[1].append(phase.name)
+    return found
+
+
+def check_parameters(phases: list[str], parameters: dict) -> dict[str, dict]:
+    """The parameters each selected phase receives; an unknown name, a wrong type, or a value
+    for a phase the run does not include is an error naming the flag and the fix."""
+    known = phase_parameters()
+    for name, value in parameters.items():
+        if name not in known:
+            raise PhaseParameterError(f"no phase takes a parameter {name!r}; known: {', '.join(known)}")
+        parameter, takers = known[name]
+        if not isinstance(value, parameter.type) or (parameter.type is int and isinstance(value, bool)):
+            raise PhaseParameterError(f"{parameter.option} must be {parameter.type.__name__}, not "
+                                      f"{type(value).__name__}")
+        if value != parameter.default and not set(takers) & set(phases):
+            takers = sorted(takers)
+            raise PhaseParameterError(f"{parameter.option} applies to the {' or '.join(takers)} phase, which this run "
+                                      f"does not include; add --phase {takers[0]} or drop {parameter.option}")
+    return {name: {p.name: parameters[p.name] for p in PHASES[name].parameters if p.name in parameters}
+            for name in phases}
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
@@ -45,20 +126,29 @@ def new_run_id(now: dt.datetime | None = None) -> str:
 @dataclass
 class PhaseContext:
     phase: str
+    config: Config
     db: Database
     spec: Spec
     run_id: str
     run_dir: Path
-    migrations_dir: Path
     spec_check: pd.DataFrame
     results: dict = field(default_factory=dict)
+
+    @property
+    def migrations_dir(self) -> Path:
+        return self.config.migrations
+
+    @property
+    def docs(self):
+        return self.config.docs
 
     @property
     def overview(self) -> pd.DataFrame:
         frame = self.db.describe()
         extra = pd.DataFrame([
-            ("phase", self.phase), ("run id", self.run_id), ("spec", Path(self.spec.path).name),
-            ("spec sha256", self.spec.sha256[:16]),
+            ("phase", self.phase), ("run id", self.run_id), ("project", str(self.config.root.name)),
+            ("supabase migrations", self.config.rel(self.config.migrations)),
+            ("spec", self.config.rel(Path(self.spec.path))), ("spec sha256", self.spec.sha256[:16]),
             ("transactions", "READ ONLY" if self.db.read_only_session else "read-write"),
         ], columns=["property", "value"])
         return pd.concat([frame, extra.set_index("property")])
@@ -77,24 +167,26 @@ class PhaseContext:
                             columns=["result", "value"]).set_index("result")
 
 
-def start(phase: str, env: str, spec_path: str, environments_path: str, run_id: str = "",
-          audit_dir: str = "../audit", migrations_dir: str = "../supabase/migrations") -> PhaseContext:
-    """Load and check everything a phase needs, before it runs anything.
+def start(phase: str, env: str, project: str = "", spec: str = "", run_id: str = "") -> PhaseContext:
+    """Load the project configuration and check everything a phase needs, before it runs anything.
 
-    Fails with one clear error for an unknown environment, an unset URL variable, an unreachable
-    database, a missing or malformed spec, or a spec naming what the database lacks.
+    ``project`` is the fkrunbook.toml (or its folder; empty: found from the current folder up);
+    ``spec`` a spec listed there (by name) or a path relative to the project root (empty: the
+    first listed). Fails with one clear error for an unknown environment, an unset URL variable,
+    an unreachable database, a missing or malformed spec, or a spec naming what the database lacks.
     """
-    spec = load_spec(spec_path)
-    environment = get_environment(env, environments_path)
-    db = connect(environment, read_only=phase in READ_ONLY_PHASES)
+    config = find_config(project or None)
+    loaded = load_spec(config.resolve_spec(spec, base=config.root))
+    environment = get_environment(env, config.environments)
+    db = connect(environment, read_only=PHASES[phase].read_only)
     with db.read_only() as conn:
-        spec_check = check_spec(conn, spec, environment.name)
+        spec_check = check_spec(conn, loaded, environment.name)
     run_id = run_id or new_run_id()
-    run_dir = Path(audit_dir) / environment.name / run_id
+    run_dir = config.evidence / environment.name / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     _connect_sql_magic(db)
     _show_progress_logs()
-    return PhaseContext(phase, db, spec, run_id, run_dir, Path(migrations_dir), spec_check)
+    return PhaseContext(phase, config, db, loaded, run_id, run_dir, spec_check)
 
 
 def _show_progress_logs() -> None:

@@ -20,51 +20,13 @@ from typing import Callable
 
 from . import __version__
 from .catalog import check_spec
+from .config import CONFIG_FILE, Config
 from .database import connect
 from .environment import get_environment
 from .errors import EnvironmentConfigError, PhaseFailedError, PhaseUnknownError
 from .evidence import git_commit, open_run_folder, seal_run, write_manifest
-from .phase import PHASES, new_run_id
+from .phase import PHASES, check_parameters, new_run_id
 from .spec import load_spec
-
-SPEC_FILE = "runbooks/add_missing_org_fk_constraints.yaml"
-ENVIRONMENTS_FILE = "runbooks/environments.yaml"
-
-
-@dataclass(frozen=True)
-class Project:
-    """Where the runbook's files are: notebooks/, runbooks/, supabase/migrations/, audit/."""
-    root: Path
-
-    @property
-    def notebooks(self) -> Path:
-        return self.root / "notebooks"
-
-    @property
-    def spec(self) -> Path:
-        return self.root / SPEC_FILE
-
-    @property
-    def environments(self) -> Path:
-        return self.root / ENVIRONMENTS_FILE
-
-    @property
-    def migrations(self) -> Path:
-        return self.root / "supabase" / "migrations"
-
-    @property
-    def audit(self) -> Path:
-        return self.root / "audit"
-
-
-def find_project(start: str | Path | None = None) -> Project:
-    """The nearest folder at or above ``start`` holding notebooks/ and runbooks/environments.yaml."""
-    here = Path(start or os.getcwd()).resolve()
-    for folder in [here, *here.parents]:
-        if (folder / ENVIRONMENTS_FILE).is_file() and (folder / "notebooks").is_dir():
-            return Project(folder)
-    raise EnvironmentConfigError(f"no fkrunbook project at or above {here} (a folder with notebooks/ and "
-                                 f"{ENVIRONMENTS_FILE}); run from the project folder or pass --project")
 
 
 @dataclass
@@ -87,48 +49,41 @@ def resolve_phases(names: list[str] | None) -> list[str]:
     return [p for p in PHASES if p in names]  # always in runbook order
 
 
-def run_phases(project: Project, env: str, phases: list[str] | None = None, *, spec_path: str | Path | None = None,
-               environments_path: str | Path | None = None, audit_dir: str | Path | None = None,
+def run_phases(config: Config, env: str, phases: list[str] | None = None, *, spec: str | Path | None = None,
                parameters: dict | None = None, run_id: str | None = None, cell_timeout: int | None = 1800,
                on_event: Callable[[str, dict], None] | None = None) -> RunResult:
-    """Execute the phases against ``env``; raise :class:`PhaseFailedError` after writing the evidence
-    of the first phase that fails. Nothing runs when a preflight check fails."""
+    """Execute the phases of the project ``config`` against ``env``; raise :class:`PhaseFailedError`
+    after writing the evidence of the first phase that fails. Nothing runs when a preflight check
+    fails. ``parameters`` are phase parameters by name (see :data:`fkrunbook.phase.REGISTRY`)."""
 
     notify = on_event or (lambda kind, info: None)
     # Preflight: every error a person is likely to make surfaces here, before any notebook runs.
     selected = resolve_phases(phases)
-    spec = load_spec(spec_path or project.spec)
-    environment = get_environment(env, environments_path or project.environments)
-    spec_path = Path(spec.path).resolve()
-    environments_path = Path(environments_path or project.environments).resolve()
-    audit_dir = Path(audit_dir or project.audit).resolve()
+    per_phase = check_parameters(selected, dict(parameters or {}))
+    loaded = load_spec(config.resolve_spec(spec))
+    environment = get_environment(env, config.environments)
     db = connect(environment)
     with db.read_only() as conn:
-        check_spec(conn, spec, environment.name)
+        check_spec(conn, loaded, environment.name)
 
-    if parameters and parameters.get("docs_dir") and not Path(parameters["docs_dir"]).is_dir():
-        raise EnvironmentConfigError(f"docs folder {str(parameters['docs_dir'])!r} does not exist; pass --docs-dir with "
-                                     "the team's docs folder (it must exist)")
     run_id = run_id or new_run_id()
-    run_dir = audit_dir / environment.name / run_id
+    run_dir = config.evidence / environment.name / run_id
     if run_dir.exists():
-        raise EnvironmentConfigError(f"run id {run_id!r} already exists in {audit_dir / environment.name}; evidence is "
+        raise EnvironmentConfigError(f"run id {run_id!r} already exists in {config.rel(run_dir.parent)}; evidence is "
                                      "never overwritten: choose another --run-id or leave it out")
     open_run_folder(run_dir)
-    rel = lambda p: os.path.relpath(p, project.notebooks)  # noqa: E731 - paths as the notebooks see them
-    parameters = dict(parameters or {})
-    if parameters.get("docs_dir"):
-        parameters["docs_dir"] = rel(Path(parameters["docs_dir"]).resolve())
-    base_parameters = {"env": environment.name, "run_id": run_id, "spec_path": rel(spec_path),
-                       "environments_path": rel(environments_path), "audit_dir": rel(audit_dir),
-                       "migrations_dir": rel(project.migrations)}
+    # The configuration this run used is kept in the run folder; the notebooks load it from there.
+    (run_dir / CONFIG_FILE).write_text(config.to_toml(run_dir))
+    base_parameters = {"env": environment.name, "project": config.rel(run_dir / CONFIG_FILE),
+                       "spec": config.rel(Path(loaded.path)), "run_id": run_id}
     manifest = {
         "run_id": run_id, "environment": environment.name, "status": "running",
         "started_at": _now(), "ended_at": None, "operator": getpass.getuser(), "host": socket.gethostname(),
-        "git_commit": git_commit(project.root), "fkrunbook_version": __version__,
-        "spec": {"file": spec_path.name, "sha256": spec.sha256}, "plan_hash": None,
-        "parameters": {**base_parameters, **parameters},
-        "phases": [{"name": name, "status": "pending", "notebook": PHASES[name]} for name in selected],
+        "git_commit": git_commit(config.root), "fkrunbook_version": __version__,
+        "config": {"file": config.rel(config.path) if config.path else None, "sha256": config.sha256},
+        "spec": {"file": config.rel(Path(loaded.path)), "sha256": loaded.sha256}, "plan_hash": None,
+        "parameters": {**base_parameters, **{k: v for p in per_phase.values() for k, v in p.items()}},
+        "phases": [{"name": name, "status": "pending", "notebook": PHASES[name].notebook} for name in selected],
     }
     write_manifest(run_dir, manifest)
     failure = None
@@ -139,7 +94,7 @@ def run_phases(project: Project, env: str, phases: list[str] | None = None, *, s
             write_manifest(run_dir, manifest)
             notify("phase_started", {"index": index, "total": len(selected), "phase": name})
             started = time.monotonic()
-            error = _execute_phase(project, run_dir, name, {**base_parameters, **_phase_parameters(name, parameters)},
+            error = _execute_phase(config, run_dir, name, {**base_parameters, **per_phase[name]},
                                    cell_timeout, lambda cell, total: notify("cell_started", {
                                        "index": index, "total": len(selected), "phase": name, "cell": cell,
                                        "cells": total, "elapsed_s": time.monotonic() - started}))
@@ -151,8 +106,9 @@ def run_phases(project: Project, env: str, phases: list[str] | None = None, *, s
             if error:
                 for later in manifest["phases"][index:]:
                     later["status"] = "skipped"
-                failure = PhaseFailedError(f"phase {name} failed: {entry['error']}; see {run_dir / PHASES[name]}",
-                                           phase=name, notebook=str(run_dir / PHASES[name]), run_id=run_id)
+                notebook = run_dir / PHASES[name].notebook
+                failure = PhaseFailedError(f"phase {name} failed: {entry['error']}; see {config.rel(notebook)}",
+                                           phase=name, notebook=str(notebook), run_id=run_id, run_dir=str(run_dir))
                 break
             write_manifest(run_dir, manifest)
     finally:
@@ -165,15 +121,16 @@ def run_phases(project: Project, env: str, phases: list[str] | None = None, *, s
     return RunResult(run_id, run_dir, manifest)
 
 
-def _execute_phase(project: Project, run_dir: Path, name: str, parameters: dict, cell_timeout: int | None,
+def _execute_phase(config: Config, run_dir: Path, name: str, parameters: dict, cell_timeout: int | None,
                    on_cell: Callable[[int, int], None]) -> str | None:
     """Run one phase notebook into the run folder; return the error (one line) or None."""
     import papermill
 
     total = {}
+    notebook = PHASES[name].notebook
 
     def cell_started(cell, cell_index, **_):
-        on_cell(cell_index + 1, total.setdefault("cells", _cell_count(run_dir / PHASES[name])))
+        on_cell(cell_index + 1, total.setdefault("cells", _cell_count(run_dir / notebook)))
 
     # papermill's and nbclient's own messages (a timeout, a dead kernel) go to the run's runner.log,
     # not the operator's terminal: the one-line error says what happened, the log keeps the detail.
@@ -184,8 +141,8 @@ def _execute_phase(project: Project, run_dir: Path, name: str, parameters: dict,
     try:
         with open(run_dir / "kernel.log", "ab") as kernel_log:
             papermill.execute_notebook(
-                str(project.notebooks / PHASES[name]), str(run_dir / PHASES[name]), parameters=parameters,
-                cwd=str(project.notebooks), kernel_name="python3", progress_bar=False,
+                str(config.notebooks / notebook), str(run_dir / notebook), parameters=parameters,
+                cwd=str(config.root), kernel_name="python3", progress_bar=False,
                 execution_timeout=cell_timeout, report_mode=False,
                 kernel_manager_class=_kernel_manager(kernel_log), on_cell_start=cell_started)
     except papermill.PapermillExecutionError as err:
@@ -204,20 +161,6 @@ def _cell_count(notebook: Path) -> int:
         return sum(1 for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code")
     except (OSError, ValueError, KeyError):
         return 0
-
-
-# Which extra parameters each notebook declares (so papermill does not warn about unknown ones).
-PHASE_PARAMETERS = {
-    "orphan_check": ("sample_size", "fail_on_orphans"),
-    "orphan_cleanup": ("confirm", "approve"),
-    "apply": ("approve",),
-    "cascade_validation": ("blast_org",),
-    "docs_update": ("docs_dir", "write"),
-}
-
-
-def _phase_parameters(name: str, parameters: dict) -> dict:
-    return {k: v for k, v in parameters.items() if k in PHASE_PARAMETERS.get(name, ())}
 
 
 def _kernel_manager(stderr):

@@ -162,3 +162,23 @@ def ensure_local_database(server, database: str, rows: int = 2000, reset: bool =
             raise LocalServerError(f"could not load sample data into the local database: {err}") from None
         admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(loading), sql.Identifier(database)))
     return data
+
+
+def seed_demo_docs(config) -> list:
+    """What a team's docs look like before the runbook, written into the demo's docs layout: a table
+    doc with the team's own wording (including a line the new key makes stale) and the two org
+    clean-up procedures, so the demo shows the docs phase updating docs in place."""
+    layout = config.docs
+    table = layout.table_doc("impersonation_sessions_projection")
+    written = [table]
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text("---\nstatus: current\n---\n\n# impersonation_sessions_projection\n\n"
+                     "Super-admin impersonation sessions, one row per session.\n\n## Relationships\n\n"
+                     "- **organizations_projection** → `target_org_id`\n  - Implicit foreign key (not enforced)\n")
+    folder = layout.new / "procedures"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, title in (("org-cleanup.md", "Organization clean-up"), ("org-cleanup-dryrun.md",
+                                                                      "Organization clean-up, dry run")):
+        (folder / name).write_text(f"# {title}\n\nThe team's own steps come first.\n")
+        written.append(folder / name)
+    return written
