@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
@@ -12,6 +12,7 @@ import pytest
 from psycopg import sql
 
 from fkrunbook import connect, load_spec
+from fkrunbook.config import Config, load_config
 from fkrunbook.environment import get_environment
 from fkrunbook.sample import generate_data, load_baseline
 from fkrunbook.server import LocalServer, ensure_server, stop_server
@@ -93,10 +94,24 @@ def sample(server):
 
 
 def copy_project(dest: Path) -> Path:
-    """A copy of the project's runbook files (notebooks, runbooks, migrations) at ``dest``."""
-    for part in ("notebooks", "runbooks", "supabase"):
-        shutil.copytree(PROJECT / part, dest / part)
+    """A copy of the project's runbook files (fkrunbook.toml, runbooks, migrations) at ``dest``."""
+    for part in ("runbooks", "supabase"):
+        shutil.copytree(PROJECT / part, dest / part, ignore=shutil.ignore_patterns(".temp"))
+    shutil.copy(PROJECT / "fkrunbook.toml", dest / "fkrunbook.toml")
     return dest
+
+
+def project_config(project: Path, environments: Path | None = None, evidence: Path | None = None) -> Config:
+    """The copied project's configuration, reaching the test database through ``environments``."""
+    config = load_config(project / "fkrunbook.toml")
+    return replace(config, environments=environments or config.environments, evidence=evidence or config.evidence)
+
+
+def write_config(config: Config, folder: Path) -> Path:
+    """``config`` as a fkrunbook.toml in ``folder`` (for code that finds the project by its file)."""
+    path = folder / "fkrunbook.toml"
+    path.write_text(config.to_toml(folder))
+    return path
 
 
 @pytest.fixture

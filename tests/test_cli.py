@@ -44,7 +44,7 @@ def test_cli_mistakes_get_one_clear_line_and_change_nothing(project_copy, databa
 
 def test_cli_outside_a_project_says_where_to_run(tmp_path):
     result = cli("run", "--env", "local", cwd=tmp_path)
-    assert result.returncode == 1 and "no fkrunbook project at or above" in result.stderr
+    assert result.returncode == 1 and "no fkrunbook.toml at or above" in result.stderr and "fkrunbook init" in result.stderr
 
 
 def test_cli_runs_a_phase_and_prints_the_evidence_path(project_copy, database, sample):

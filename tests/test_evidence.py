@@ -7,14 +7,13 @@ import pytest
 from fkrunbook.errors import PhaseFailedError
 from fkrunbook.evidence import load_runs, scrub_secrets, verify_archive
 from fkrunbook.phase import start
-from fkrunbook.runbook import Project, run_phases
+from fkrunbook.runbook import run_phases
 
-from .conftest import PROJECT, copy_project
+from .conftest import PROJECT, copy_project, project_config, write_config
 
 
 def _run(project_copy, database, phases=("orphan_check",), env="test", **parameters):
-    return run_phases(Project(project_copy), env, list(phases), environments_path=database.environments,
-                      audit_dir=project_copy / "audit", parameters=parameters)
+    return run_phases(project_config(project_copy, database.environments), env, list(phases), parameters=parameters)
 
 
 @pytest.fixture(scope="module")
@@ -158,15 +157,14 @@ def test_read_only_phases_cannot_write(database, spec, tmp_path):
     from fkrunbook.phase import READ_ONLY_PHASES
 
     assert READ_ONLY_PHASES == {"orphan_check", "migration_preview", "docs_update"}
+    project = write_config(project_config(PROJECT, database.environments, evidence=tmp_path), tmp_path)
     for phase in sorted(READ_ONLY_PHASES):
-        ctx = start(phase, "test", str(PROJECT / "runbooks" / "add_missing_org_fk_constraints.yaml"),
-                    str(database.environments), audit_dir=str(tmp_path))
+        ctx = start(phase, "test", str(project))
         assert ctx.overview.loc["transactions", "value"] == "READ ONLY"
         with pytest.raises(Exception, match="read-only transaction"):
             with ctx.db.transaction() as conn:
                 conn.exec_driver_sql("DELETE FROM organizations_projection")
         with ctx.db.connect_raw() as raw, pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             raw.execute("CREATE TABLE sneaky (id int)")
-    writer = start("apply", "test", str(PROJECT / "runbooks" / "add_missing_org_fk_constraints.yaml"),
-                   str(database.environments), audit_dir=str(tmp_path))
+    writer = start("apply", "test", str(project))
     assert writer.overview.loc["transactions", "value"] == "read-write"

@@ -3,7 +3,9 @@ import shutil
 
 import pytest
 
-from fkrunbook.runbook import Project, run_phases
+from fkrunbook.runbook import run_phases
+
+from .conftest import project_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine: install Debian's chromium "
@@ -13,8 +15,8 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this ma
 def test_report_renders_the_phase_results_offline_with_no_external_request(project_copy, database, sample):
     from playwright.sync_api import sync_playwright
 
-    result = run_phases(Project(project_copy), "test", ["orphan_check", "migration_preview"],
-                        environments_path=database.environments, audit_dir=project_copy / "audit")
+    result = run_phases(project_config(project_copy, database.environments), "test",
+                        ["orphan_check", "migration_preview"])
     for report, expected in (("01_orphan_check.html", ["orphan_rows", "impersonation_sessions_projection.target_org_id",
                                                        str(sample.orphans["impersonation_sessions_projection.target_org_id"])]),
                              ("03_migration_preview.html", ["blocks_writes", "VALIDATE CONSTRAINT",

@@ -69,6 +69,45 @@ spec_option = click.option("--spec", "spec", help="Runbook spec: a name listed i
 
 
 @main.command()
+@click.option("--supabase-dir", help="The Supabase folder (with config.toml and migrations/), relative to the root "
+                                     "(default: found by its config.toml).")
+@click.option("--table-docs", help="A table's doc, a path with {table} (default: found by a tables/ folder of docs).")
+@click.option("--docs-new", help="The only folder fkrunbook creates docs in (default: the table docs' parent).")
+@click.option("--index", help="The keyword index file (default: found AGENT-INDEX.md).")
+@click.option("--procedures", multiple=True, help="Glob of the org clean-up procedures, repeatable (default: found "
+                                                  "org-cleanup*.md, dot-folders included).")
+@click.option("--runbook-dir", default="fkrunbook", show_default=True,
+              help="Folder for the spec, the environments file and the evidence.")
+@click.option("--ci", type=click.Choice(["github"]), help="Also write the CI workflows (.github/workflows/).")
+@click.option("--pip-spec", default="fkrunbook", show_default=True,
+              help="What the CI workflows pip-install (a wheel path or git+https:// URL).")
+@click.option("--force", is_flag=True, help="Overwrite files fkrunbook wrote before.")
+@click.option("--root", type=click.Path(file_okay=False), default=".", help="The repository root (default: here).")
+@_friendly
+def init(supabase_dir, table_docs, docs_new, index, procedures, runbook_dir, ci, pip_spec, force, root):
+    """Set fkrunbook up in your repository: find the Supabase folder, the table docs, the keyword
+    index and the clean-up procedures; write fkrunbook.toml, the environments file and the runbook
+    spec (and, with --ci github, the workflows). Non-interactive; refuses to overwrite without --force.
+
+    Example: fkrunbook init --ci github
+    """
+    from .project import InitOptions, init_project
+
+    result = init_project(root, InitOptions(supabase_dir, table_docs, docs_new, index, tuple(procedures),
+                                            runbook_dir, ci, pip_spec, force))
+    for line in result.found:
+        click.echo(f"found:   {line}")
+    for line in result.assumed:
+        click.echo(f"assumed: {line}")
+    for path in result.written:
+        click.echo(f"wrote:   {os.path.relpath(path, result.root)}")
+    for line in result.notes:
+        click.echo(f"note:    {line}")
+    click.echo("next:    fkrunbook run --env local --phase orphan_check   (edit the environments file for staging "
+               "and production first)")
+
+
+@main.command()
 @click.option("--env", "env", required=True, help="Environment name from the project's environments file.")
 @click.option("--phase", "phases", multiple=True, help=f"Phase to run (repeatable; default all): {', '.join(PHASES)}.")
 @_phase_options

@@ -109,7 +109,7 @@ class Config:
         for spec in self.specs:
             if str(given) in (spec.name, spec.stem):
                 return spec
-        return ((base or Path.cwd()) / given).resolve()
+        return base / given if base else Path(given)
 
     def rel(self, path: Path) -> str:
         """``path`` relative to the repository root, as the evidence and messages show it."""
@@ -248,8 +248,4 @@ def parse_config(raw: dict, path: Path) -> Config:
         docs=DocsLayout(root, table, new, at(index) if index else None,
                         texts("docs", "procedures", [])),
     )
-    for what, folder in (("[supabase] dir", config.supabase_dir), ("[runbook] evidence", config.evidence),
-                         ("[docs] new", config.docs.new)):
-        if not _inside(folder, root):
-            fail(f"{what} {config.rel(folder)!r} is outside the repository {root}; keep it inside")
     return config

@@ -1,18 +1,25 @@
-"""Files that ship inside the package: the phase notebooks.
+"""Files that ship inside the package: the phase notebooks and the runbook files ``init`` writes.
 
-The top-level ``notebooks/`` folder of fkrunbook's repository is their source; a wheel carries a
-copy in ``fkrunbook/notebooks/`` (setup.py copies them at build time). An editable install or a
-checkout has no copy and uses the source folder itself.
+The top-level ``notebooks/`` and ``runbooks/`` folders of fkrunbook's repository are their source;
+a wheel carries copies in ``fkrunbook/notebooks/`` and ``fkrunbook/runbooks/`` (setup.py copies
+them at build time). A checkout or an editable install has no copy and uses the source folders.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
+SOURCE = PACKAGE.parent.parent   # the repository, when running from a checkout
+
+
+def _shipped(folder: str) -> Path:
+    shipped = PACKAGE / folder
+    return shipped if shipped.is_dir() else SOURCE / folder
 
 
 def notebooks_dir() -> Path:
-    shipped = PACKAGE / "notebooks"
-    if shipped.is_dir():
-        return shipped
-    return PACKAGE.parent.parent / "notebooks"
+    return _shipped("notebooks")
+
+
+def runbook_file(name: str) -> Path:
+    return _shipped("runbooks") / name

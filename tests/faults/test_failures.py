@@ -13,12 +13,12 @@ from fkrunbook.executor import apply_plan
 from fkrunbook.history import list_local
 from fkrunbook.migration import write_migrations
 from fkrunbook.orphans import clean_up_orphans
-from fkrunbook.runbook import Project, run_phases
+from fkrunbook.runbook import run_phases
 from fkrunbook.server import restart_server
 from fkrunbook.spec import LockRetries
 from fkrunbook.verify import verify_constraints
 
-from ..conftest import schema_state
+from ..conftest import project_config, schema_state
 from ..test_cli import cli
 from ..test_migration import MIGRATIONS, psql
 from .conftest import hold_lock, kernels_of, start_cli, wait_for_statement, wait_until_gone
@@ -139,7 +139,7 @@ def tiny_disk(tmp_path):
 def test_evidence_disk_full_means_the_change_is_not_attempted(project_copy, database, spec, tiny_disk, tmp_path):
     clean = schema_state(database.url)
     with pytest.raises(EvidenceUnwritableError, match="No space left on device"):
-        run_phases(Project(project_copy), "test", ["orphan_cleanup"], environments_path=database.environments,
-                   audit_dir=tiny_disk, parameters={"confirm": True})
+        run_phases(project_config(project_copy, database.environments, evidence=tiny_disk), "test",
+                   ["orphan_cleanup"], parameters={"confirm": True})
     assert schema_state(database.url) == clean
     assert list(tiny_disk.rglob("*")) == [tiny_disk / "test"]  # only the empty environment folder

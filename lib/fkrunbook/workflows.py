@@ -1,0 +1,89 @@
+"""GitHub Actions workflows for a team's repository, written by ``fkrunbook init --ci github`` with
+the team's own paths: the runbook on every pull request, orphan detection against staging daily."""
+from __future__ import annotations
+
+PR = """\
+# On every pull request: the migration files still match the runbook spec, the whole runbook runs
+# on an embedded PostgreSQL, the FK audit finds nothing undeclared, and the evidence is uploaded.
+# (Written by `fkrunbook init --ci github`.) Until `fkrunbook local reset --from-migrations` exists,
+# the local database holds fkrunbook's sample schema, not this repository's.
+name: fkrunbook
+on:
+  pull_request:
+    paths:
+      - "{supabase}/migrations/**"
+      - "{runbook_dir}/**"
+      - "fkrunbook.toml"
+jobs:
+  runbook:
+    runs-on: ubuntu-latest
+    timeout-minutes: 30
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/setup-python@v5
+        with:
+          python-version: "3.11"
+      - name: Install fkrunbook
+        run: pip install "{pip_spec}"
+      - name: Migration files match the spec
+        run: fkrunbook generate-migrations --check
+      - name: Local database
+        run: fkrunbook local reset
+      - name: Whole runbook on the embedded database
+        run: fkrunbook run --env local --confirm
+      - name: FK audit gate
+        run: fkrunbook audit --env local
+      - name: Evidence intact
+        run: fkrunbook archive verify
+      - name: Stop the local database
+        if: always()
+        run: fkrunbook local stop
+      - name: Upload the evidence
+        if: always()
+        uses: actions/upload-artifact@v4
+        with:
+          name: fkrunbook-evidence
+          path: {runbook_dir}/audit/
+"""
+
+SCHEDULED = """\
+# Every morning: orphan detection and the FK audit against staging. Fails when orphans appear or an
+# undeclared finding shows up; the evidence is uploaded either way. STAGING_DATABASE_URL is a
+# repository secret (a read-only role is enough: both steps only read).
+# (Written by `fkrunbook init --ci github`.)
+name: fkrunbook orphan detection
+on:
+  schedule:
+    - cron: "17 6 * * *"
+  workflow_dispatch:
+jobs:
+  staging:
+    runs-on: ubuntu-latest
+    timeout-minutes: 30
+    env:
+      STAGING_DATABASE_URL: ${{{{ secrets.STAGING_DATABASE_URL }}}}
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/setup-python@v5
+        with:
+          python-version: "3.11"
+      - name: Install fkrunbook
+        run: pip install "{pip_spec}"
+      - name: Orphan detection
+        run: fkrunbook run --env staging --phase orphan_check --fail-on-orphans
+      - name: FK audit
+        if: always()
+        run: fkrunbook audit --env staging
+      - name: Upload the evidence
+        if: always()
+        uses: actions/upload-artifact@v4
+        with:
+          name: fkrunbook-orphan-detection
+          path: {runbook_dir}/audit/
+"""
+
+
+def render_workflows(runbook_dir: str, supabase_dir: str, pip_spec: str) -> dict[str, str]:
+    """File name -> text of each workflow, with the team's paths."""
+    values = {"runbook_dir": runbook_dir, "supabase": supabase_dir, "pip_spec": pip_spec}
+    return {"fkrunbook-pr.yml": PR.format(**values), "fkrunbook-orphan-detection.yml": SCHEDULED.format(**values)}
