@@ -59,3 +59,28 @@ def test_the_workflow_check_catches_a_missing_option():
         _check(["run", "--env", "staging", "--frobnicate"])
     with pytest.raises(AssertionError, match="no command 'nope'"):
         _check(["nope"])
+
+
+def test_the_workflows_init_writes_use_the_teams_paths_and_real_commands(tmp_path):
+    from fkrunbook.workflows import render_workflows
+
+    rendered = render_workflows("ops/fkrunbook", "infrastructure/supabase/supabase", "fkrunbook==0.1.0")
+    assert set(rendered) == {"fkrunbook-pr.yml", "fkrunbook-orphan-detection.yml"}
+    triggers = []
+    for name, text in rendered.items():
+        path = tmp_path / name
+        path.write_text(text)
+        data = yaml.safe_load(text)
+        triggers.append(data[True])
+        steps = [s for job in data["jobs"].values() for s in job["steps"]]
+        assert any(s.get("with", {}).get("path") == "ops/fkrunbook/audit/" for s in steps), name
+        seen = 0
+        for argv in _commands(path):
+            if argv[0] == "fkrunbook":
+                _check(argv[1:])
+                seen += 1
+            else:
+                assert argv[:2] == ["pip", "install"] and argv[2] == "fkrunbook==0.1.0", argv
+        assert seen >= 2
+    assert "infrastructure/supabase/supabase/migrations/**" in triggers[0]["pull_request"]["paths"]
+    assert any("schedule" in t for t in triggers)
