@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from .catalog import ON_DELETE_CODES, foreign_key_states
 from .database import Database
-from .errors import FkrunbookError
+from .errors import OrganizationNotFoundError
 from .spec import Spec
 from .sqltext import ident, literal, qualified
 
@@ -33,10 +33,6 @@ WHERE con.contype = 'f' AND con.conparentid = 0 AND NOT c.relispartition
   AND cn.nspname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY c.relname, con.conname
 """
-
-
-class OrganizationNotFoundError(FkrunbookError):
-    pass
 
 
 @dataclass

@@ -321,8 +321,6 @@ def audit(env, database_url, spec, project, schemas, patterns, as_json):
     import json
 
     from .audit import audit_schema, render_findings
-    from .spec import load_spec
-
     try:
         spec = _load_spec(spec, project)
         findings = audit_schema(_database(env, database_url, project), spec,
@@ -344,7 +342,6 @@ def blast_radius_command(env, database_url, spec, project, organization):
     Example: fkrunbook blast-radius --env staging --org acme
     """
     from .blast import blast_radius
-    from .spec import load_spec
 
     spec = _load_spec(spec, project)
     result = blast_radius(_database(env, database_url, project), spec, organization)

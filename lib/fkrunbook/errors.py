@@ -159,5 +159,17 @@ class PlanChangedError(MigrationError):
     """The plan computed now is not the one previewed (and approved)."""
 
 
+class OrganizationNotFoundError(FkrunbookError):
+    """The organization named for the blast radius is not in the parent table."""
+
+
+class QuarantineError(FkrunbookError):
+    """Quarantined rows cannot be listed or restored as asked; nothing was restored."""
+
+
+class RowMakerError(FkrunbookError):
+    """No test row the table accepts could be made (the cascade test reports it per table)."""
+
+
 class EvidenceUnwritableError(FkrunbookError):
     """The evidence (run folder, quarantine copy) cannot be written: the change is not attempted."""

@@ -11,16 +11,12 @@ import pandas as pd
 from sqlalchemy import text
 
 from .database import Database
-from .errors import FkrunbookError
+from .errors import QuarantineError
 from .guard import exclusive_change
 from .orphans import QUARANTINE_SCHEMA, QUARANTINE_TABLE
 from .sqltext import ident, qualified
 
 TABLE = qualified(QUARANTINE_SCHEMA, QUARANTINE_TABLE)
-
-
-class QuarantineError(FkrunbookError):
-    pass
 
 
 def list_quarantine(db: Database, run_id: str | None = None) -> pd.DataFrame:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import errors, sql
 
+from .errors import RowMakerError
+
 MAX_ATTEMPTS = 60
 MAX_DEPTH = 4
 
@@ -46,10 +48,6 @@ class TableInfo:
     checks: dict[str, list[str]]                         # constraint -> columns
     uniques: dict[str, list[str]]                        # constraint -> columns
     foreign_keys: dict[str, tuple[list[str], str, str, list[str]]]  # name -> (cols, ref schema, ref table, ref cols)
-
-
-class RowMakerError(Exception):
-    pass
 
 
 class RowMaker:

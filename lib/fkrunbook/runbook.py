@@ -11,7 +11,6 @@ import datetime as dt
 import getpass
 import json
 import logging
-import os
 import socket
 import time
 from dataclasses import dataclass
