@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -13,7 +12,6 @@ import click
 
 from .errors import FkrunbookError
 from .phase import PHASES, check_parameters, phase_parameters
-from .sample import seed_demo_docs
 
 
 def _friendly(func):
@@ -158,34 +156,16 @@ def demo(rows, project):
 
     Example: fkrunbook demo
     """
-    from .environment import get_environment
-    from .phase import new_run_id
-    from .runbook import run_phases
-    from .sample import ensure_local_database
-    from .server import ensure_server
+    from .runbook import run_demo
 
-    config = _config(project)
-    env = get_environment("local", config.environments)
     started = time.monotonic()
-    click.echo(f"Starting the local PostgreSQL (data in {_shown(env.data_dir)}) and loading sample data...")
-    server = ensure_server(env.data_dir, env.bin_dir)
-    data = ensure_local_database(server, env.database, rows=rows, reset=True)
-    click.echo(f"  PostgreSQL {server.version} on 127.0.0.1:{server.port}, database {env.database!r}: "
-               f"{data.organizations} organizations ({data.soft_deleted} soft-deleted, {data.hard_deleted} hard-deleted "
-               f"leaving orphans), {data.sessions} sessions, {data.grants} grants, {data.events} events")
-    for column, count in data.orphans.items():
-        click.echo(f"  planted orphans in {column}: {count}")
-    docs_root = env.data_dir.parent / "demo-docs"  # stands in for the team's repository: its docs are not touched
-    shutil.rmtree(docs_root, ignore_errors=True)
-    demo_config = config.with_docs_under(docs_root)
-    seed_demo_docs(demo_config)
-    result = run_phases(demo_config, "local", None, parameters={"confirm": True, "write": True},
-                        run_id=new_run_id(), on_event=_print_event)
-    _print_summary(result.run_dir)
+    result = run_demo(_config(project), rows, on_event=_print_event)
+    _print_summary(result.run.run_dir)
     click.echo(f"Done in {time.monotonic() - started:.1f} s: orphans quarantined and deleted, covering indexes built, "
                "three foreign keys added NOT VALID then validated, cascade proven and rolled back, docs written.")
-    click.echo(f"Evidence: {_shown(result.run_dir)} (sealed manifest.json, the six executed notebooks and their "
-               f"HTML reports); all runs: {_shown(config.evidence / 'index.html')}; docs written under {_shown(docs_root)}")
+    click.echo(f"Evidence: {_shown(result.run.run_dir)} (sealed manifest.json, the six executed notebooks and their "
+               f"HTML reports); all runs: {_shown(result.run.run_dir.parent.parent / 'index.html')}; docs written "
+               f"under {_shown(result.docs_root)}")
 
 
 @main.command("generate-migrations")
@@ -461,6 +441,17 @@ def archive_verify(target, audit_dir, project):
 
 
 def _print_event(kind: str, info: dict) -> None:
+    if kind == "local_starting":
+        click.echo(f"Starting the local PostgreSQL (data in {_shown(info['data_dir'])}) and loading sample data...")
+        return
+    if kind == "sample_loaded":
+        server, data = info["server"], info["sample"]
+        click.echo(f"  PostgreSQL {server.version} on 127.0.0.1:{server.port}, database {info['database']!r}: "
+                   f"{data.organizations} organizations ({data.soft_deleted} soft-deleted, {data.hard_deleted} "
+                   f"hard-deleted leaving orphans), {data.sessions} sessions, {data.grants} grants, {data.events} events")
+        for column, count in data.orphans.items():
+            click.echo(f"  planted orphans in {column}: {count}")
+        return
     prefix = f"[{info['index']}/{info['total']}] {info['phase']}"
     live = sys.stderr.isatty()
     if kind == "phase_started":

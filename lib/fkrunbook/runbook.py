@@ -120,6 +120,36 @@ def run_phases(config: Config, env: str, phases: list[str] | None = None, *, spe
     return RunResult(run_id, run_dir, manifest)
 
 
+@dataclass
+class DemoResult:
+    run: RunResult
+    docs_root: Path
+
+
+def run_demo(config: Config, rows: int = 2000, on_event: Callable[[str, dict], None] | None = None) -> DemoResult:
+    """The whole runbook on a fresh local database with planted orphans: reset the local (embedded)
+    database, then run all six phases with the clean-up confirmed and the docs written into a copy
+    of the project's docs layout under the local data folder (the project's own docs stay as they
+    are). ``on_event("sample_loaded", ...)`` reports the server and the sample before the run."""
+    import shutil
+
+    from .sample import ensure_local_database, seed_demo_docs
+    from .server import ensure_server
+
+    notify = on_event or (lambda kind, info: None)
+    env = get_environment("local", config.environments)
+    notify("local_starting", {"data_dir": env.data_dir})
+    server = ensure_server(env.data_dir, env.bin_dir)
+    data = ensure_local_database(server, env.database, rows=rows, reset=True)
+    notify("sample_loaded", {"server": server, "database": env.database, "sample": data})
+    docs_root = env.data_dir.parent / "demo-docs"  # stands in for the team's repository
+    shutil.rmtree(docs_root, ignore_errors=True)
+    demo_config = config.with_docs_under(docs_root)
+    seed_demo_docs(demo_config)
+    result = run_phases(demo_config, "local", None, parameters={"confirm": True, "write": True}, on_event=on_event)
+    return DemoResult(result, docs_root)
+
+
 def _execute_phase(config: Config, run_dir: Path, name: str, parameters: dict, cell_timeout: int | None,
                    on_cell: Callable[[int, int], None]) -> str | None:
     """Run one phase notebook into the run folder; return the error (one line) or None."""
