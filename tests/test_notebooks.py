@@ -31,7 +31,7 @@ def test_whole_runbook_end_to_end(project_copy, database, sample):
     assert by_name["apply"]["plan_hash"] == by_name["migration_preview"]["plan_hash"]  # previewed is what ran
     assert len(by_name["apply"]["files_recorded"]) == 3 and len(by_name["apply"]["verified"]) == 3
     assert by_name["cascade_validation"]["passed"] and by_name["cascade_validation"]["counts_match"]
-    assert by_name["docs_update"]["files_changed"] == 11
+    assert by_name["docs_update"]["files_changed"] == 9 and by_name["docs_update"]["skipped"] == 1  # no procedures
     # orphan clean-up kept a copy of every deleted row in the evidence folder
     kept = sum(len(p.read_text().splitlines()) for p in (result.run_dir / "quarantine").glob("*.jsonl"))
     assert kept == sum(by_name["orphan_cleanup"]["rows"].values()) > 0
