@@ -521,7 +521,8 @@ def planned_docs(db: Database, spec: Spec, layout: DocsLayout) -> dict[Path, str
 
 def update_docs(db: Database, spec: Spec, layout: DocsLayout, write: bool = False) -> DocsChange:
     """Compare the team's docs with the database; with ``write``, bring them up to date. The docs
-    root (the team's repository) must exist: a mistyped path is an error, not a new folder."""
+    root (the team's repository) must exist: a mistyped path is an error, not a new folder. A folder
+    given instead of a layout is read as ``DocsLayout.in_folder(folder)``."""
     layout = _layout(layout)
     if write and not layout.root.is_dir():
         raise FkrunbookError(f"docs folder {str(layout.root)!r} does not exist; pass the team's docs folder "
