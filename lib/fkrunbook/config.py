@@ -51,6 +51,14 @@ class DocsLayout:
     index: Path | None
     procedures: tuple[str, ...] = ()
 
+    @classmethod
+    def in_folder(cls, folder: str | Path) -> "DocsLayout":
+        """Everything in one folder, as before ``fkrunbook.toml``: ``tables/<table>.md``, the index
+        ``AGENT-INDEX.md``, and the clean-up procedures found anywhere under it."""
+        folder = Path(folder)
+        return cls(folder, "tables/{table}.md", folder, folder / "AGENT-INDEX.md",
+                   ("**/org-cleanup*.md", "**/org-cleanup*/SKILL.md"))
+
     def table_doc(self, table: str) -> Path:
         return self.root / self.table.format(table=table)
 

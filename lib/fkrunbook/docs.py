@@ -1,23 +1,38 @@
-"""Schema docs for the tables the runbook touches, generated from the live catalog.
+"""Schema docs for the tables the runbook touches, generated from the live catalog and written into
+the team's own docs, where the team keeps them (a :class:`~fkrunbook.config.DocsLayout`).
 
-Each table gets ``<docs_dir>/tables/<table>.md``; ``organization-fk-graph.md`` holds a mermaid ER
-diagram, ``orphan-detection.md`` the methodology with its queries, the org clean-up procedures
-(``org-cleanup`` and its dry run, wherever the team keeps them) get the non-FK orphan steps, and
-``AGENT-INDEX.md`` gets keyword rows. The generated part of each document sits between two
-markers; text outside them is the team's and is kept as it is. Because the content comes from the
-database (not from the spec), the docs show drift: a key the spec plans but the database lacks
-is listed as not in the database yet. Diff first, write on request; a second run changes nothing.
+- A table's doc (``layout.table_doc(table)``) gets a generated block between two markers: its keys
+  in and out with their ON DELETE actions, covering indexes, why the new keys exist, the keys
+  missing on purpose. The team's text outside the markers (front matter, TL;DR, notes) is kept
+  byte for byte. A table without a doc gets one only where fkrunbook may create files
+  (``layout.new``); elsewhere it is skipped, with the reason.
+- ``organization-fk-graph.md`` (a mermaid ER diagram) and ``orphan-detection.md`` (the methodology
+  with its queries) live in ``layout.new``.
+- The org clean-up procedures (``layout.procedure_files()``) get the non-FK orphan steps; fkrunbook
+  never creates a procedure.
+- The keyword index gets rows written the way its own rows are (markdown links or bare paths,
+  relative to the index's folder), in the columns its header has.
+- Lines outside the markers that say a column has no foreign key, when the database now has a
+  validated one, are listed as stale text to review; they are never edited.
+
+Because the content comes from the database (not from the spec), the docs show drift: a key the
+spec plans but the database lacks is listed as not in the database yet. Diff first, write on
+request; a second run changes nothing; no file is created outside ``layout.new``.
 """
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import text
 
 from .catalog import ON_DELETE_CODES, RELKINDS, foreign_key_states, index_states, relation_kind
+from .config import DocsLayout
 from .database import Database
 from .errors import FkrunbookError
 from .spec import Spec
@@ -41,26 +56,64 @@ ORDER BY c.relname, con.conname
 """
 
 
+GRAPH = "organization-fk-graph.md"
+METHODOLOGY = "orphan-detection.md"
+TABLE_TOPICS = "foreign keys, organization, ON DELETE, orphans"
+
+VALIDATED_FK_COLUMNS = """
+SELECT c.relname AS table_name, a.attname AS column_name
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = ANY (con.conkey)
+WHERE con.contype = 'f' AND con.convalidated AND n.nspname = :schema AND c.relname = ANY (:tables)
+ORDER BY 1, 2
+"""
+
+# Words with which a team's doc says a column has no foreign key.
+NO_FK = re.compile(r"not enforced|\b(?:no|implicit|missing|without(?: an?)?) (?:foreign keys?|fks?)\b", re.I)
+
+
 @dataclass
 class DocsChange:
-    files: pd.DataFrame     # path, state (new | changed | unchanged), written
+    files: pd.DataFrame     # file (relative to the docs root), state (new | changed | unchanged | skipped), written, reason
     diff: str
+    stale: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["file", "line", "column", "text"]))
 
     @property
     def changed(self) -> int:
-        return int((self.files["state"] != "unchanged").sum())
+        return int(self.files["state"].isin(["new", "changed"]).sum())
+
+    @property
+    def skipped(self) -> int:
+        return int((self.files["state"] == "skipped").sum())
 
     def results(self) -> dict:
-        return {"files_changed": self.changed, "written": bool(self.files["written"].any()) if len(self.files) else False}
+        return {"files_changed": self.changed, "written": bool(self.files["written"].any()) if len(self.files) else False,
+                "skipped": self.skipped, "stale_lines": len(self.stale)}
 
     def _repr_markdown_(self) -> str:
-        return f"```diff\n{self.diff}\n```" if self.diff else "_No change: the docs match the database._"
+        parts = [f"```diff\n{self.diff}\n```" if self.diff else "_No change: the docs match the database._"]
+        if len(self.stale):
+            parts.append("**Stale text to review** (outside the markers, not edited): these lines say a column has no "
+                         "foreign key, and the database now has a validated one.\n\n| file | line | column | text |\n"
+                         "|---|---|---|---|\n" + "\n".join(
+                             f"| {r.file} | {r.line} | {r.column} | {_escape_cell(r.text)} |"
+                             for r in self.stale.itertuples()))
+        skipped = self.files[self.files["state"] == "skipped"]
+        if len(skipped):
+            parts.append("**Skipped** (nothing written):\n\n" + "\n".join(
+                f"- `{r.file}`: {r.reason}" for r in skipped.itertuples()))
+        return "\n\n".join(parts)
+
+
+def touched_tables(spec: Spec) -> list[str]:
+    """The parent, the child tables and the tables with intentional exceptions, each once."""
+    return list(dict.fromkeys([spec.parent.table] + spec.child_tables + [e.table for e in spec.exceptions]))
 
 
 def render_table_docs(db: Database, spec: Spec) -> dict[str, str]:
-    """Generated markdown block per touched table: ``{relative path: block}``."""
-    tables = [spec.parent.table] + spec.child_tables + [e.table for e in spec.exceptions]
-    tables = list(dict.fromkeys(tables))
+    """Generated markdown block per touched table in the database: ``{table: block}``."""
+    tables = touched_tables(spec)
     blocks = {}
     with db.read_only() as conn:
         planned = {s.fk.label: s for s in foreign_key_states(conn, spec)}
@@ -107,18 +160,23 @@ def render_table_docs(db: Database, spec: Spec) -> dict[str, str]:
                           "|---|---|"]
                 lines += [f"| {e.column} | {e.reason} |" for e in missing]
             lines += ["", END]
-            blocks[f"tables/{table}.md"] = "\n".join(lines) + "\n"
+            blocks[table] = "\n".join(lines) + "\n"
     return blocks
 
 
 def merge_block(existing: str | None, block: str, title: str) -> str:
-    """Put the generated block into a document, replacing the old block and keeping all other text."""
+    """Put the generated block into a document, replacing the old block or appending it after the
+    team's text; every byte outside the markers is kept (line endings included)."""
     if existing is None:
         return f"# {title}\n\n{block}"
-    start, end = existing.find(BEGIN), existing.find(END)
+    eol = "\r\n" if "\r\n" in existing else "\n"
+    block = block.replace("\n", eol)
+    start = existing.find(BEGIN)
+    end = existing.find(END, start) if start >= 0 else -1
     if start >= 0 and end > start:
-        return existing[:start] + block.rstrip("\n") + existing[end + len(END):]
-    return existing.rstrip("\n") + "\n\n" + block
+        return existing[:start] + block.rstrip("\r\n") + existing[end + len(END):]
+    gap = "" if not existing or existing.endswith(eol * 2) else eol if existing.endswith(eol) else eol * 2
+    return existing + gap + block
 
 
 def render_graph(db: Database, spec: Spec) -> str:
@@ -171,8 +229,9 @@ def render_methodology(spec: Spec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_cleanup_steps(spec: Spec, dry_run: bool) -> str:
-    """The non-FK orphan steps to add to the organization clean-up procedures."""
+def render_cleanup_steps(spec: Spec, dry_run: bool, methodology: str = METHODOLOGY) -> str:
+    """The non-FK orphan steps to add to the organization clean-up procedures; ``methodology`` is
+    how the procedure refers to the methodology doc (a link relative to it)."""
     verb = "Report" if dry_run else "Report (never delete)"
     lines = [BEGIN, "", "### Orphans that no foreign key can catch", "",
              "1. Run the orphan check: `fkrunbook run --env staging --phase orphan_check` (read-only).",
@@ -190,75 +249,298 @@ def render_cleanup_steps(spec: Spec, dry_run: bool) -> str:
         lines.append("3. Delete the foreign-key orphans, keeping a copy of each row: `fkrunbook run --env staging "
                      "--phase orphan_cleanup --confirm` (on a protected environment add `--approve` with the dry "
                      "run's hash). Then `fkrunbook run --env staging --phase orphan_check` must show 0.")
-    lines += ["", "See orphan-detection.md for the queries.", "", END]
+    lines += ["", f"See {methodology} for the queries.", "", END]
     return "\n".join(lines) + "\n"
 
 
-def merge_keyword_rows(existing: str | None, rows: dict[str, str]) -> str:
-    """Add or update rows of the AGENT-INDEX.md keyword table, keyed by their first cell."""
-    header = "| Keyword | Document | Topics |\n|---|---|---|\n"
-    text = existing if existing is not None else "# Agent index\n\n" + header
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.lower().replace(" ", "").startswith("|keyword|")), None)
-    if start is None:
-        lines += [""] + header.splitlines()
-        start = len(lines) - 2
-    end = start + 2
-    while end < len(lines) and lines[end].startswith("|"):
+# The keyword index ---------------------------------------------------------------------------
+
+DOC_COLUMN = re.compile(r"doc|file|link|path|page|location|reference|see", re.I)
+TOPIC_COLUMN = re.compile(r"topic|descr|summary|cover|content|about|purpose|what|note|tag", re.I)
+MD_LINK = re.compile(r"^(`?)\[(`?)([^\]]*?)\2\]\(<?([^)\s>]+)>?\)\1$")
+BARE_PATH = re.compile(r"^(`?)([^\s`|\[\]()]+\.md(?:#\S*)?)\1$")
+DEFAULT_HEADER = ["Keyword", "Document", "Topics"]
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One row fkrunbook keeps in the keyword index."""
+    key: str
+    path: Path          # the document it points at
+    title: str
+    topics: str
+
+
+@dataclass(frozen=True)
+class LinkStyle:
+    """How an index's rows write a link to a document: ``[text](path)`` or a bare path, either
+    possibly in backticks; the link text is the path, the file name, its stem or a title."""
+    markdown: bool = True
+    code: bool = False          # the whole link (or path) in backticks
+    code_text: bool = False     # [`text`](path)
+    text: str = "name"          # path | name | stem | title
+    dot: bool = False           # ./path
+
+    def render(self, path: str, title: str) -> str:
+        target = "./" + path if self.dot and not path.startswith(".") else path
+        out = target
+        if self.markdown:
+            name = path.rsplit("/", 1)[-1]
+            label = {"path": target, "name": name, "stem": name.rsplit(".", 1)[0]}.get(self.text, title)
+            out = f"[{'`' + label + '`' if self.code_text else label}]({target})"
+        return f"`{out}`" if self.code else out
+
+
+def detect_link_style(cells: list[str]) -> LinkStyle:
+    """The most common way the given document cells write their link (markdown links if none says)."""
+    styles = []
+    for cell in cells:
+        if m := MD_LINK.match(cell.strip()):
+            target = m[4].split("#")[0]
+            name = target.rsplit("/", 1)[-1]
+            kind = ("path" if m[3] in (m[4], target, target.removeprefix("./")) else "name" if m[3] == name
+                    else "stem" if m[3] == name.rsplit(".", 1)[0] else "title")
+            styles.append(LinkStyle(True, bool(m[1]), bool(m[2]), kind, target.startswith("./")))
+        elif m := BARE_PATH.match(cell.strip()):
+            styles.append(LinkStyle(False, bool(m[1]), False, "path", m[2].startswith("./")))
+    return Counter(styles).most_common(1)[0][0] if styles else LinkStyle()
+
+
+def merge_keyword_rows(existing: str | None, entries: list[IndexEntry], folder: Path) -> str:
+    """Add fkrunbook's rows to the index's keyword table, in its columns and link style, with paths
+    relative to ``folder`` (the index's). A row keyed like an entry is replaced unless it already
+    points at the entry's document; an entry whose document some line already links to is left out.
+    Every other byte is kept."""
+    text = existing if existing is not None else "# Agent index\n"
+    lines = text.splitlines(keepends=True)
+    at = _keyword_table(lines)
+    if at is None:
+        if lines and not _eol(lines[-1]):
+            lines[-1] += "\n"
+        lines += ["\n", _row(DEFAULT_HEADER, "\n"), _row(["---"] * len(DEFAULT_HEADER), "\n")]
+        at = len(lines) - 2
+    header, eol = _cells(lines[at]), _eol(lines[at]) or "\n"
+    end = at + 2
+    while end < len(lines) and lines[end].lstrip().startswith("|"):
         end += 1
-    table = lines[start + 2:end]
-    keyed = {row.split("|")[1].strip().strip("`"): i for i, row in enumerate(table)}
-    for key, row in rows.items():
-        if key in keyed:
-            table[keyed[key]] = row
+    rows = lines[at + 2:end]
+    if rows and not _eol(rows[-1]):
+        rows[-1] += eol
+    key_col, doc_col, topic_col = _roles(header)
+    style = detect_link_style([_cell(r, doc_col) for r in rows])
+    key_cells = [_cell(r, key_col) for r in rows]
+    code_keys = not rows or sum(bool(re.fullmatch(r"`[^`]+`", c)) for c in key_cells) * 2 >= len(rows)
+    for entry in entries:
+        cells = [""] * len(header)
+        cells[key_col] = f"`{entry.key}`" if code_keys else entry.key
+        cells[doc_col] = style.render(Path(os.path.relpath(entry.path, folder)).as_posix(), entry.title)
+        if topic_col is not None:
+            cells[topic_col] = entry.topics
+        keyed = next((i for i, r in enumerate(rows) if _cell(r, key_col).strip("`").strip().lower() == entry.key.lower()),
+                     None)
+        if keyed is not None:
+            if not _links_to(rows[keyed], entry.path, folder):
+                rows[keyed] = _row(cells, eol)
+        elif not any(_links_to(line, entry.path, folder) for line in lines):
+            rows.append(_row(cells, eol))
+    return "".join(lines[:at + 2] + rows + lines[end:])
+
+
+def _keyword_table(lines: list[str]) -> int | None:
+    """The line of the keyword table's header: one naming a keyword column, else one naming a
+    document column; None when the index has neither."""
+    headers = [i for i in range(len(lines) - 1) if lines[i].lstrip().startswith("|") and len(_cells(lines[i])) >= 2
+               and _is_separator(lines[i + 1])]
+    for pattern in (re.compile("keyword", re.I), DOC_COLUMN):
+        for i in headers:
+            if any(pattern.search(c) for c in _cells(lines[i])):
+                return i
+    return None
+
+
+def _roles(header: list[str]) -> tuple[int, int, int | None]:
+    """Which columns hold the keyword, the document and the topics."""
+    doc = next((i for i, h in enumerate(header) if DOC_COLUMN.search(h) and "keyword" not in h.lower()), 1)
+    key = next((i for i, h in enumerate(header) if "keyword" in h.lower() and i != doc),
+               next(i for i in range(len(header)) if i != doc))
+    others = [i for i in range(len(header)) if i not in (key, doc)]
+    topic = next((i for i in others if TOPIC_COLUMN.search(header[i])), others[0] if others else None)
+    return key, doc, topic
+
+
+def _links_to(line: str, path: Path, folder: Path) -> bool:
+    """Whether a line links (markdown link or bare path, relative to ``folder``) to ``path``."""
+    found = re.findall(r"\]\(<?([^)\s>]+)", line) + re.findall(r"[\w./-]+\.md\b", line)
+    wanted = os.path.normpath(os.path.abspath(path))
+    return any(os.path.normpath(os.path.abspath(folder / t.split("#")[0])) == wanted for t in found)
+
+
+def _cells(line: str) -> list[str]:
+    s = line.rstrip("\r\n").strip()
+    s = s[1:] if s.startswith("|") else s
+    s = s[:-1] if s.endswith("|") and not s.endswith("\\|") else s
+    return [c.strip() for c in re.split(r"(?<!\\)\|", s)]
+
+
+def _cell(row: str, i: int) -> str:
+    cells = _cells(row)
+    return cells[i] if i < len(cells) else ""
+
+
+def _row(cells: list[str], eol: str) -> str:
+    return "| " + " | ".join(cells) + " |" + eol
+
+
+def _is_separator(line: str) -> bool:
+    s = line.strip()
+    return s.startswith("|") and "-" in s and set(s) <= set("|:- ")
+
+
+def _eol(line: str) -> str:
+    return line[len(line.rstrip("\r\n")):]
+
+
+def _escape_cell(value: str) -> str:
+    return value.replace("|", "\\|")
+
+
+# Stale text ------------------------------------------------------------------------------------
+
+def validated_fk_columns(db: Database, spec: Spec, tables: list[str]) -> dict[str, set[str]]:
+    """``{table: columns}``: the columns of each table that a validated foreign key covers."""
+    found: dict[str, set[str]] = {}
+    with db.read_only() as conn:
+        for table, column in conn.execute(text(VALIDATED_FK_COLUMNS), {"schema": spec.schema, "tables": tables}):
+            found.setdefault(table, set()).add(column)
+    return found
+
+
+def stale_lines(doc: str, columns: dict[str, list[str]]) -> list[tuple[int, str, str]]:
+    """Lines outside the markers that mention one of ``columns`` (name -> its tables) together with
+    words saying it has no foreign key: ``(line number, table.column, text)``. A column that several
+    tables have is narrowed to the tables the line names, if it names any."""
+    found, inside = [], False
+    for number, line in enumerate(doc.splitlines(), 1):
+        if BEGIN in line:
+            inside = True
+        if not inside and NO_FK.search(line):
+            for column, tables in columns.items():
+                if re.search(rf"(?<!\w){re.escape(column)}(?!\w)", line):
+                    named = [t for t in tables if re.search(rf"(?<!\w){re.escape(t)}(?!\w)", line)] or tables
+                    found.append((number, ", ".join(f"{t}.{column}" for t in named), line.strip()))
+        if END in line:
+            inside = False
+    return found
+
+
+# The plan and the update -----------------------------------------------------------------------
+
+@dataclass
+class _Doc:
+    """One document of the plan: its new text, or why it is skipped; the columns to check for stale text."""
+    file: str
+    path: Path | None
+    text: str | None
+    reason: str = ""
+    columns: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _plan(db: Database, spec: Spec, layout: DocsLayout) -> list[_Doc]:
+    tables = touched_tables(spec)
+    blocks = render_table_docs(db, spec)
+    validated = validated_fk_columns(db, spec, tables)
+    new_folder = layout.rel(layout.new)
+    docs = []
+    for table in tables:
+        path = layout.table_doc(table)
+        old = _read(path)
+        if table not in blocks:
+            docs.append(_Doc(layout.rel(path), path, None, f"no relation {spec.schema}.{table} in the database"))
+        elif old is None and not layout.may_create(path):
+            docs.append(_Doc(layout.rel(path), path, None, f"no doc for {table} here, and fkrunbook creates files only "
+                             f"under {new_folder}/ ([docs] new): write the doc, or point [docs] table at it"))
         else:
-            table.append(row)
-    return "\n".join(lines[:start + 2] + table + lines[end:]) + "\n"
-
-
-def planned_docs(db: Database, spec: Spec, docs_dir: Path) -> dict[str, str]:
-    """Every document the docs phase owns: relative path -> its new text (merged into the old)."""
-    def read(rel):
-        path = docs_dir / rel
-        return path.read_text() if path.exists() else None
-
-    docs = {}
-    for rel, block in render_table_docs(db, spec).items():
-        docs[rel] = merge_block(read(rel), block, Path(rel).stem)
-    docs["organization-fk-graph.md"] = merge_block(read("organization-fk-graph.md"), render_graph(db, spec),
-                                                   "Organization foreign-key graph")
-    docs["orphan-detection.md"] = merge_block(read("orphan-detection.md"), render_methodology(spec),
-                                              "Orphan detection methodology")
-    for name, dry_run in (("org-cleanup", False), ("org-cleanup-dryrun", True)):
-        found = sorted(docs_dir.rglob(f"{name}.md")) + sorted(docs_dir.rglob(f"{name}/SKILL.md"))
-        rel = str(found[0].relative_to(docs_dir)) if found else f"skills/{name}.md"
-        docs[rel] = merge_block(read(rel), render_cleanup_steps(spec, dry_run), name)
-    tables = list(dict.fromkeys([spec.parent.table] + spec.child_tables + [e.table for e in spec.exceptions]))
-    rows = {t: f"| `{t}` | tables/{t}.md | foreign keys, organization, ON DELETE, orphans |"
-            for t in tables if f"tables/{t}.md" in docs}
-    rows["orphan detection"] = "| `orphan detection` | orphan-detection.md | orphans, polymorphic, event store |"
-    rows["organization foreign keys"] = ("| `organization foreign keys` | organization-fk-graph.md | "
-                                         "ER diagram, cascade |")
-    docs["AGENT-INDEX.md"] = merge_keyword_rows(read("AGENT-INDEX.md"), rows)
+            docs.append(_Doc(layout.rel(path), path, merge_block(old, blocks[table], table),
+                             columns={c: [table] for c in sorted(validated.get(table, ()))}))
+    table_docs = [(t, d) for t, d in zip(tables, docs) if d.text is not None]
+    graph, methodology = layout.new / GRAPH, layout.new / METHODOLOGY
+    docs.append(_Doc(layout.rel(graph), graph, merge_block(_read(graph), render_graph(db, spec),
+                                                           "Organization foreign-key graph")))
+    docs.append(_Doc(layout.rel(methodology), methodology, merge_block(_read(methodology), render_methodology(spec),
+                                                                       "Orphan detection methodology")))
+    by_column: dict[str, list[str]] = {}
+    for table in tables:
+        for column in sorted(validated.get(table, ())):
+            by_column.setdefault(column, []).append(table)
+    procedures = layout.procedure_files()
+    for path in procedures:
+        link = f"[{layout.rel(methodology)}]({Path(os.path.relpath(methodology, path.parent)).as_posix()})"
+        steps = render_cleanup_steps(spec, _is_dry_run(path), link)
+        docs.append(_Doc(layout.rel(path), path, merge_block(_read(path), steps, path.stem), columns=by_column))
+    if not procedures:
+        docs.append(_Doc(", ".join(layout.procedures) or "[docs] procedures", None, None,
+                         "no org clean-up procedure matches [docs] procedures; the non-FK orphan steps were not "
+                         "written (fkrunbook never creates a procedure)"))
+    if layout.index is not None:
+        old = _read(layout.index)
+        if old is None and not layout.may_create(layout.index):
+            docs.append(_Doc(layout.rel(layout.index), layout.index, None,
+                             f"no keyword index here, and fkrunbook creates files only under {new_folder}/ "
+                             "([docs] new): create the index, or fix [docs] index"))
+        else:
+            entries = [IndexEntry(t, d.path, t, TABLE_TOPICS) for t, d in table_docs]
+            entries += [IndexEntry("orphan detection", methodology, "Orphan detection methodology",
+                                   "orphans, polymorphic, event store"),
+                        IndexEntry("organization foreign keys", graph, "Organization foreign-key graph",
+                                   "ER diagram, cascade")]
+            docs.append(_Doc(layout.rel(layout.index), layout.index,
+                             merge_keyword_rows(old, entries, layout.index.parent)))
     return docs
 
 
-def update_docs(db: Database, spec: Spec, docs_dir: str | Path, write: bool = False) -> DocsChange:
-    """Compare the docs with the database; with ``write``, bring them up to date. The docs folder
-    (the team's repository) must exist: a mistyped path is an error, not a new folder."""
-    docs_dir = Path(docs_dir)
-    if write and not docs_dir.is_dir():
-        raise FkrunbookError(f"docs folder {str(docs_dir)!r} does not exist; pass the team's docs folder")
-    rows, diffs = [], []
-    for rel, new in planned_docs(db, spec, docs_dir).items():
-        path = docs_dir / rel
-        old = path.read_text() if path.exists() else None
-        state = "new" if old is None else "unchanged" if old == new else "changed"
+def _is_dry_run(path: Path) -> bool:
+    """A procedure is the dry run when its name says so (a skill's name is its folder's)."""
+    name = path.parent.name if path.stem.upper() == "SKILL" else path.stem
+    return re.search(r"dry[-_]?run", name, re.I) is not None
+
+
+def _read(path: Path) -> str | None:
+    return path.read_bytes().decode("utf-8") if path.is_file() else None
+
+
+def _layout(layout: DocsLayout | str | Path) -> DocsLayout:
+    """A folder (what the docs_update notebook still passes) is the single-folder layout."""
+    return layout if isinstance(layout, DocsLayout) else DocsLayout.in_folder(Path(layout))
+
+
+def planned_docs(db: Database, spec: Spec, layout: DocsLayout) -> dict[Path, str]:
+    """Every document the docs phase would write: its path -> its new text (merged into the old).
+    Skipped documents are not in it."""
+    return {doc.path: doc.text for doc in _plan(db, spec, _layout(layout)) if doc.text is not None}
+
+
+def update_docs(db: Database, spec: Spec, layout: DocsLayout, write: bool = False) -> DocsChange:
+    """Compare the team's docs with the database; with ``write``, bring them up to date. The docs
+    root (the team's repository) must exist: a mistyped path is an error, not a new folder. A folder
+    given instead of a layout is read as ``DocsLayout.in_folder(folder)``."""
+    layout = _layout(layout)
+    if write and not layout.root.is_dir():
+        raise FkrunbookError(f"docs folder {str(layout.root)!r} does not exist; pass the team's docs folder "
+                             "(the repository the [docs] paths are relative to)")
+    rows, diffs, stale = [], [], []
+    for doc in _plan(db, spec, layout):
+        if doc.text is None:
+            rows.append((doc.file, "skipped", False, doc.reason))
+            continue
+        old = _read(doc.path)
+        state = "new" if old is None else "unchanged" if old == doc.text else "changed"
         if state != "unchanged":
-            diffs += difflib.unified_diff((old or "").splitlines(keepends=True), new.splitlines(keepends=True),
-                                          fromfile=f"a/{rel}", tofile=f"b/{rel}")
+            diffs += difflib.unified_diff((old or "").splitlines(keepends=True), doc.text.splitlines(keepends=True),
+                                          fromfile=f"a/{doc.file}", tofile=f"b/{doc.file}")
             if write:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(new)
-        rows.append((str(rel), state, write and state != "unchanged"))
-    return DocsChange(pd.DataFrame(rows, columns=["file", "state", "written"]), "".join(diffs))
+                doc.path.parent.mkdir(parents=True, exist_ok=True)
+                doc.path.write_bytes(doc.text.encode("utf-8"))
+        rows.append((doc.file, state, write and state != "unchanged", doc.reason))
+        stale += [(doc.file, n, column, line) for n, column, line in stale_lines(doc.text, doc.columns)]
+    return DocsChange(pd.DataFrame(rows, columns=["file", "state", "written", "reason"]), "".join(diffs),
+                      pd.DataFrame(stale, columns=["file", "line", "column", "text"]))
