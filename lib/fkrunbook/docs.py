@@ -508,22 +508,15 @@ def _read(path: Path) -> str | None:
     return path.read_bytes().decode("utf-8") if path.is_file() else None
 
 
-def _layout(layout: DocsLayout | str | Path) -> DocsLayout:
-    """A folder (what the docs_update notebook still passes) is the single-folder layout."""
-    return layout if isinstance(layout, DocsLayout) else DocsLayout.in_folder(Path(layout))
-
-
 def planned_docs(db: Database, spec: Spec, layout: DocsLayout) -> dict[Path, str]:
     """Every document the docs phase would write: its path -> its new text (merged into the old).
     Skipped documents are not in it."""
-    return {doc.path: doc.text for doc in _plan(db, spec, _layout(layout)) if doc.text is not None}
+    return {doc.path: doc.text for doc in _plan(db, spec, layout) if doc.text is not None}
 
 
 def update_docs(db: Database, spec: Spec, layout: DocsLayout, write: bool = False) -> DocsChange:
     """Compare the team's docs with the database; with ``write``, bring them up to date. The docs
-    root (the team's repository) must exist: a mistyped path is an error, not a new folder. A folder
-    given instead of a layout is read as ``DocsLayout.in_folder(folder)``."""
-    layout = _layout(layout)
+    root (the team's repository) must exist: a mistyped path is an error, not a new folder."""
     if write and not layout.root.is_dir():
         raise FkrunbookError(f"docs folder {str(layout.root)!r} does not exist; pass the team's docs folder "
                              "(the repository the [docs] paths are relative to)")
