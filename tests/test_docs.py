@@ -288,3 +288,18 @@ def test_docs_stale_line_not_listed_while_the_key_is_not_validated(database, spe
     change = update_docs(database.connect(), spec, team)
     assert "| target_org_id | organizations_projection(id) | NO ACTION | t | NO |" in change.diff  # in, not validated
     assert len(change.stale) == 0
+
+
+def test_docs_stale_text_follows_the_list_item_and_heading_that_name_the_column():
+    from fkrunbook.docs import stale_lines
+
+    columns = {"consultant_org_id": ["cross_tenant_access_grants_projection"],
+               "provider_org_id": ["cross_tenant_access_grants_projection"]}
+    doc = ("## Relationships\n\n- **organizations_projection** → `consultant_org_id`\n"
+           "  - Implicit foreign key (not enforced)\n- **users** → `consultant_user_id`\n"
+           "  - Implicit foreign key (not enforced)\n\n#### provider_org_id\n\n"
+           "- **Foreign Key**: References `organizations_projection(id)`, no foreign key in the database\n"
+           "\n## Other\n\nNothing here is implicit foreign key about any column.\n")
+    found = stale_lines(doc, columns)
+    assert [(n, c) for n, c, _ in found] == [(4, "cross_tenant_access_grants_projection.consultant_org_id"),
+                                              (10, "cross_tenant_access_grants_projection.provider_org_id")]

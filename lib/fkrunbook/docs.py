@@ -416,18 +416,31 @@ def validated_fk_columns(db: Database, spec: Spec, tables: list[str]) -> dict[st
 
 
 def stale_lines(doc: str, columns: dict[str, list[str]]) -> list[tuple[int, str, str]]:
-    """Lines outside the markers that mention one of ``columns`` (name -> its tables) together with
-    words saying it has no foreign key: ``(line number, table.column, text)``. A column that several
-    tables have is narrowed to the tables the line names, if it names any."""
-    found, inside = [], False
+    """Lines outside the markers that say a column has no foreign key when it has a validated one:
+    ``(line number, table.column, text)``. The column is named on the line itself, or else by the
+    list item or paragraph the line belongs to, or else by the heading above it (as in
+    ``- **organizations_projection** → `org_id``` followed by ``  - Implicit foreign key (not
+    enforced)``). A column that several tables have is narrowed to the tables the line names."""
+    def named(line: str) -> list[str]:
+        return [c for c in columns if re.search(rf"(?<!\w){re.escape(c)}(?!\w)", line)]
+
+    found, inside, block, heading = [], False, [], []
     for number, line in enumerate(doc.splitlines(), 1):
         if BEGIN in line:
             inside = True
+        if not line.strip() or line.lstrip().startswith("#"):
+            block = []
+        if line.lstrip().startswith("#"):
+            heading = named(line)
+        elif line.strip() and not line.startswith((" ", "\t")):
+            block = named(line)  # a new top-level item or paragraph
+        elif named(line):
+            block = named(line)
         if not inside and NO_FK.search(line):
-            for column, tables in columns.items():
-                if re.search(rf"(?<!\w){re.escape(column)}(?!\w)", line):
-                    named = [t for t in tables if re.search(rf"(?<!\w){re.escape(t)}(?!\w)", line)] or tables
-                    found.append((number, ", ".join(f"{t}.{column}" for t in named), line.strip()))
+            for column in named(line) or block or heading:
+                tables = columns[column]
+                which = [t for t in tables if re.search(rf"(?<!\w){re.escape(t)}(?!\w)", line)] or tables
+                found.append((number, ", ".join(f"{t}.{column}" for t in which), line.strip()))
         if END in line:
             inside = False
     return found
