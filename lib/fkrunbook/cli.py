@@ -464,16 +464,10 @@ def _print_event(kind: str, info: dict) -> None:
         click.echo(f"      {info['status']} in {info['duration_s']:.1f} s" + (f"; {_key_result(info)}" if info.get("results") else ""))
 
 
-# The result that matters most for each phase, in the summary table.
-KEY_RESULTS = {"orphan_check": ("orphans", "orphan_streams"), "orphan_cleanup": ("rows", "confirmed", "cleanup_hash"),
-               "migration_preview": ("statements_to_run", "statements_skipped", "plan_hash"),
-               "apply": ("statements_applied", "lock_retries", "plan_hash"), "cascade_validation": ("passed", "blast_radius"),
-               "docs_update": ("files_changed", "written")}
-
-
 def _key_result(entry: dict) -> str:
     results = entry.get("results") or {}
-    keys = KEY_RESULTS.get(entry.get("name") or entry.get("phase"), tuple(results))
+    phase = PHASES.get(entry.get("name") or entry.get("phase"))
+    keys = phase.key_results if phase else tuple(results)
     return ", ".join(f"{k}: {_brief(results[k])}" for k in keys if k in results)
 
 
