@@ -24,6 +24,7 @@ migration new`` would name it. Each covering index takes the name of one that al
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -189,9 +190,9 @@ def find_migrations(spec: Spec, migrations_dir: str | Path) -> dict[str, history
         return {wanted[m.filename]: m for m in local if m.filename in wanted}
     names = step_names(spec)
     by_step = {step: [m for m in local if m.name == names[step]] for step in STEPS}
-    listed = ", ".join(m.filename for step in STEPS for m in by_step[step])
     everything = [m.filename for step in STEPS for m in by_step[step]]
-    if not listed:
+    listed = ", ".join(everything)
+    if not everything:
         return {}
     if any(len(found) > 1 for found in by_step.values()):
         raise MigrationFilesError(
@@ -227,10 +228,7 @@ def load_migrations(spec: Spec, migrations_dir: str | Path) -> MigrationSet:
         raise MigrationError(f"the migration files of spec {spec.name!r} are not in {migrations_dir}; "
                              "run `fkrunbook generate-migrations`")
     resolved, rendered = _expected(spec, migrations_dir, found, None)
-    for r in rendered:
-        if found[r.step].path.read_text() != r.sql:
-            raise MigrationError(f"migration file {r.filename} differs from what the spec generates; "
-                                 "run `fkrunbook generate-migrations` (or revert the hand edit)", version=r.version)
+    _refuse_edited(found, rendered)
     return MigrationSet(resolved, found)
 
 
@@ -245,10 +243,7 @@ def ensure_migrations(spec: Spec, migrations_dir: str | Path,
     found = find_migrations(spec, migrations_dir)
     with _catalog(db) as conn:
         _, rendered = _expected(spec, migrations_dir, found, conn)
-    for r in rendered:
-        if r.step in found and found[r.step].path.read_text() != r.sql:
-            raise MigrationError(f"migration file {r.filename} differs from what the spec generates; "
-                                 "run `fkrunbook generate-migrations` (or revert the hand edit)", version=r.version)
+    _refuse_edited(found, rendered)
     migrations_dir.mkdir(parents=True, exist_ok=True)
     for r in rendered:
         if r.step not in found:
@@ -276,7 +271,7 @@ def write_migrations(spec: Spec, directory: str | Path, check: bool = False,
     return differ
 
 
-def next_versions(migrations_dir: str | Path, remote: list[str] = (), now: datetime | None = None) -> list[str]:
+def next_versions(migrations_dir: str | Path, remote: Iterable[str] = (), now: datetime | None = None) -> list[str]:
     """Three versions one second apart, the first newer than ``now`` (UTC), than every file of the
     folder and than every version in ``remote`` (those recorded in the database)."""
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(tzinfo=None, microsecond=0)
@@ -320,6 +315,13 @@ def _expected(spec: Spec, migrations_dir: Path, found: dict[str, history.Migrati
     resolved = replace(spec, migration=replace(spec.migration, version=versions["index"]),
                        foreign_keys=tuple(replace(fk, index=names[fk.label]) for fk in spec.foreign_keys))
     return resolved, render_migrations(resolved, versions)
+
+
+def _refuse_edited(found: dict[str, history.MigrationFile], rendered: list[RenderedFile]) -> None:
+    for r in rendered:
+        if r.step in found and found[r.step].path.read_text() != r.sql:
+            raise MigrationError(f"migration file {r.filename} differs from what the spec generates; "
+                                 "run `fkrunbook generate-migrations` (or revert the hand edit)", version=r.version)
 
 
 def _names_in_file(spec: Spec, index_file: history.MigrationFile) -> dict[str, str]:
