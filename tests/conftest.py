@@ -9,9 +9,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 from psycopg import sql
 
-from fkrunbook import connect, load_spec
+from fkrunbook import Spec, connect, load_spec
 from fkrunbook.config import Config, load_config
 from fkrunbook.environment import get_environment
 from fkrunbook.sample import generate_data, load_baseline
@@ -86,6 +87,18 @@ def database(server, tmp_path, monkeypatch) -> TestDatabase:
 @pytest.fixture
 def spec():
     return load_spec(SPEC)
+
+
+def team_spec(folder: Path) -> Spec:
+    """The project's spec as a team would write it: no migration.version and no `index:` names
+    (written to ``folder``, under the same file name)."""
+    raw = yaml.safe_load(SPEC.read_text())
+    raw["migration"].pop("version")
+    for fk in raw["foreign_keys"]:
+        fk.pop("index", None)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SPEC.name).write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_spec(folder / SPEC.name)
 
 
 @pytest.fixture

@@ -22,6 +22,15 @@ def test_spec_lists_the_three_foreign_keys_and_three_exceptions(spec):
     assert len(spec.sha256) == 64
 
 
+def test_spec_without_version_or_index_names_leaves_them_to_the_migrations_folder():
+    raw = _raw()
+    raw["migration"].pop("version")
+    spec = parse_spec(raw)
+    assert spec.migration.version is None
+    assert [fk.index_given for fk in spec.foreign_keys] == [True, False, False]
+    assert spec.foreign_keys[1].index == "cross_tenant_access_grants_projection_provider_org_id_idx"
+
+
 def _raw():
     return yaml.safe_load(SPEC.read_text())
 
@@ -66,6 +75,7 @@ def test_spec_rejects_identifier_with_quote():
     (lambda r: r.update(foreign_keys=[]), "foreign_keys is empty"),
     (lambda r: r.update(foreign_keys={"a": 1}), "foreign_keys must be a list"),
     (lambda r: r["migration"].update(version="2026"), "must be 14 digits"),
+    (lambda r: r["migration"].update(version="20261131120000"), "is not a date and time YYYYMMDDHHMMSS"),
     (lambda r: r["migration"].update(lock_timeout="soon"), "must be a PostgreSQL duration"),
     (lambda r: r["foreign_keys"].append(dict(r["foreign_keys"][0])), "is listed twice"),
     (lambda r: r["intentional_exceptions"][0].update(column="target_org_id", table="impersonation_sessions_projection"),

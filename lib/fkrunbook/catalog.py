@@ -167,17 +167,23 @@ class IndexState:
         return self.named_exists and not self.named_valid
 
 
+def covering_index(conn: Connection, schema: str, table: str, column: str, prefer: str = "") -> str | None:
+    """The name of a valid, non-partial index of schema.table whose leading column is ``column``
+    (``prefer`` first, then the one with the fewest columns), or None."""
+    return conn.execute(text(
+        "SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+        "JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] "
+        "WHERE n.nspname = :schema AND c.relname = :table AND a.attname = :column "
+        "AND i.indisvalid AND i.indisready AND i.indpred IS NULL "
+        "ORDER BY ic.relname = :name DESC, i.indnatts, ic.relname LIMIT 1"),
+        {"schema": schema, "table": table, "column": column, "name": prefer}).scalar()
+
+
 def index_states(conn: Connection, spec: Spec) -> list[IndexState]:
     states = []
     for fk in spec.foreign_keys:
-        covering = conn.execute(text(
-            "SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
-            "JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] "
-            "WHERE n.nspname = :schema AND c.relname = :table AND a.attname = :column "
-            "AND i.indisvalid AND i.indisready AND i.indpred IS NULL "
-            "ORDER BY ic.relname = :name DESC, i.indnatts, ic.relname LIMIT 1"),
-            {"schema": spec.schema, "table": fk.table, "column": fk.column, "name": fk.index}).scalar()
+        covering = covering_index(conn, spec.schema, fk.table, fk.column, fk.index)
         named = conn.execute(text(
             "SELECT i.indisvalid AND i.indisready FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
             "JOIN pg_namespace n ON n.oid = ic.relnamespace WHERE n.nspname = :schema AND ic.relname = :name"),

@@ -109,6 +109,14 @@ class MigrationError(FkrunbookError):
         super().__init__(message)
 
 
+class MigrationFilesError(MigrationError):
+    """The migrations folder holds more than one set of a spec's files, or only part of one, or one out of order."""
+
+    def __init__(self, message: str, *, directory: str, files: list[str]):
+        self.directory, self.files = directory, files
+        super().__init__(message)
+
+
 class VerificationFailedError(FkrunbookError):
     def __init__(self, message: str, *, failures: list[str]):
         self.failures = failures

@@ -20,9 +20,8 @@ from IPython.display import Markdown
 from . import history
 from .catalog import environment_identity, foreign_key_states, index_states
 from .database import Database
-from .errors import MigrationError
-from .migration import (add_statement, drop_index_statement, file_names, index_statement, render_migrations,
-                        session_settings, validate_statement)
+from .migration import (add_statement, drop_index_statement, index_statement, load_migrations, session_settings,
+                        validate_statement)
 from .spec import ForeignKey, Spec
 
 # What each kind of statement locks, and whether writers wait for it.
@@ -60,6 +59,7 @@ class MigrationPlan:
     identity: dict
     settings: list[str]         # session settings every statement runs under
     runbook_files: dict[str, history.MigrationFile] = field(default_factory=dict)  # step -> file
+    spec: Spec | None = None    # the spec with its files' version and covering-index names
 
     @property
     def to_run(self) -> list[Step]:
@@ -99,18 +99,13 @@ class MigrationPlan:
 
 
 def plan_migration(db: Database, spec: Spec, migrations_dir: str | Path) -> MigrationPlan:
-    """What applying the migration would run against this database now. Read-only."""
-    names = {step: f"{version}_{name}.sql" for step, (version, name) in file_names(spec).items()}
+    """What applying the migration would run against this database now. Read-only. The spec's files
+    are found in ``migrations_dir`` as :func:`fkrunbook.migration.load_migrations` finds them."""
+    migrations = load_migrations(spec, migrations_dir)  # raises when a file is missing or edited
+    spec = migrations.spec  # with the files' version and index names
+    names = {step: m.filename for step, m in migrations.files.items()}
+    expected = set(names.values())
     local = {m.filename: m for m in history.list_local(migrations_dir)}
-    for filename in names.values():
-        if filename not in local:
-            raise MigrationError(f"migration file {filename} is not in {migrations_dir}; "
-                                 "run `fkrunbook generate-migrations`")
-    expected = {r.filename: r.sql for r in render_migrations(spec)}
-    for filename, text in expected.items():
-        if local[filename].path.read_text() != text:
-            raise MigrationError(f"migration file {filename} differs from what the spec generates; "
-                                 "run `fkrunbook generate-migrations` (or revert the hand edit)")
     with db.read_only() as conn:
         fk_states = foreign_key_states(conn, spec)
         idx_states = index_states(conn, spec)
@@ -141,4 +136,4 @@ def plan_migration(db: Database, spec: Spec, migrations_dir: str | Path) -> Migr
                          columns=["file", "version", "runbook", "state"])
     pending = [local[n] for n in names.values() if local[n].version not in remote]
     return MigrationPlan(steps, files, pending, identity, session_settings(spec),
-                         {step: local[n] for step, n in names.items()})
+                         {step: local[n] for step, n in names.items()}, spec)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -21,6 +22,7 @@ ON_DELETE = {"cascade": "CASCADE", "restrict": "RESTRICT", "no action": "NO ACTI
              "set null": "SET NULL", "set default": "SET DEFAULT"}
 CLASSIFICATIONS = ("oversight", "recommended")
 DURATION = re.compile(r"^[0-9]+(ms|s|min|h)$")
+VERSION_FORMAT = "%Y%m%d%H%M%S"  # a Supabase CLI migration version, UTC
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class ForeignKey:
     reason: str
     constraint: str
     index: str  # the covering index the runbook builds if the column has none
+    index_given: bool = True  # named by the spec's `index:`; else a default that an existing index may replace
 
     @property
     def on_delete_sql(self) -> str:
@@ -85,7 +88,7 @@ class LockRetries:
 
 @dataclass(frozen=True)
 class MigrationSettings:
-    version: str
+    version: str | None  # the first file's version; None: found in the migrations folder, or chosen when generated
     lock_timeout: str
     statement_timeout: str
     retries: LockRetries = LockRetries()
@@ -139,9 +142,18 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
     parent = Parent(table=p.identifier(parent_raw, "table", "parent"),
                     column=p.identifier(parent_raw, "column", "parent", default="id"))
     mig_raw = p.mapping(p.required(doc, "migration", "the document"), "migration")
-    version = str(p.required(mig_raw, "version", "migration"))
-    if not re.fullmatch(r"[0-9]{14}", version):
-        p.fail(f"migration.version {version!r} must be 14 digits, YYYYMMDDHHMMSS (quote it in YAML)")
+    version = mig_raw.get("version")
+    if version not in (None, ""):
+        version = str(version)
+        if not re.fullmatch(r"[0-9]{14}", version):
+            p.fail(f"migration.version {version!r} must be 14 digits, YYYYMMDDHHMMSS (quote it in YAML)")
+        try:
+            datetime.strptime(version, VERSION_FORMAT)
+        except ValueError:
+            p.fail(f"migration.version {version!r} is not a date and time YYYYMMDDHHMMSS; fix it or remove it "
+                   "to have one chosen when the files are generated")
+    else:
+        version = None
     migration = MigrationSettings(
         version=version,
         lock_timeout=p.duration(mig_raw, "lock_timeout", "migration", "1s"),
@@ -164,7 +176,7 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
         constraint = p.identifier(item, "constraint", where, default=default_name[:MAX_IDENTIFIER])
         index = p.identifier(item, "index", where, default=f"{table}_{column}_idx"[:MAX_IDENTIFIER])
         fks.append(ForeignKey(table, column, on_delete, classification, p.text(item, "reason", where), constraint,
-                              index))
+                              index, index_given=item.get("index") not in (None, "")))
     if not fks:
         p.fail("foreign_keys is empty; list at least one foreign key to add")
     exceptions = []

@@ -1,0 +1,196 @@
+"""Which index already covers a foreign-key column, so the runbook never builds a second one.
+
+When the migration files are generated, each foreign-key column's covering index is named, in
+order: by the spec's ``index:``; after a valid, non-partial index in the live database whose
+leading column is the column (:func:`fkrunbook.catalog.covering_index`); after a ``CREATE INDEX``
+on that table, with that leading column and no ``WHERE``, in an earlier migration file of the
+folder (:func:`indexes_in_files`); else the spec's default ``<table>_<column>_idx``. The file then
+says ``CREATE INDEX CONCURRENTLY IF NOT EXISTS <that name>``: a no-op where the index exists, and
+the team's own name where it does not (a database rebuilt from the files).
+
+The files are read statement by statement (split as the Supabase CLI splits them, comments
+removed); ``DROP INDEX`` and ``ALTER INDEX ... RENAME TO`` later in the folder are followed.
+Statements inside ``DO`` blocks or functions are not looked at.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from .history import MigrationFile, split_statements
+
+IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+CREATE_INDEX = re.compile(
+    r"CREATE\s+(?P<unique>UNIQUE\s+)?INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?"
+    rf"(?:(?P<name>{IDENT})\s+)?ON\s+(?:ONLY\s+)?(?:(?P<schema>{IDENT})\s*\.\s*)?(?P<table>{IDENT})\s*"
+    rf"(?:USING\s+(?P<method>{IDENT})\s*)?\(", re.IGNORECASE | re.DOTALL)
+DROP_INDEX = re.compile(r"DROP\s+INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+EXISTS\s+)?(?P<names>.+?)"
+                        r"(?:\s+(?:CASCADE|RESTRICT))?", re.IGNORECASE | re.DOTALL)
+RENAME_INDEX = re.compile(rf"ALTER\s+INDEX\s+(?:IF\s+EXISTS\s+)?(?:{IDENT}\s*\.\s*)?(?P<old>{IDENT})\s+"
+                          rf"RENAME\s+TO\s+(?P<new>{IDENT})", re.IGNORECASE | re.DOTALL)
+LEADING_COLUMN = re.compile(rf"\s*(?P<column>{IDENT})\s*(?P<after>.*)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class CreatedIndex:
+    """An index a migration file creates, as far as the runbook needs to know it."""
+    name: str
+    schema: str | None        # None: unqualified (the migration's search_path, public for the CLI)
+    table: str
+    leading_column: str | None  # None: the first key is an expression
+    columns: int               # key columns (INCLUDE columns not counted)
+    partial: bool              # has a WHERE clause: does not cover the column
+    file: str
+
+    def covers(self, schema: str, table: str, column: str) -> bool:
+        return (not self.partial and self.table == table and self.leading_column == column
+                and self.schema in (None, schema))
+
+
+def unquote(name: str) -> str:
+    """An SQL identifier as PostgreSQL stores it: quoted kept as written, unquoted folded to lower case."""
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+
+
+def strip_comments(sql: str) -> str:
+    """The SQL without its -- and (nested) /* */ comments; quoted text and dollar quotes kept."""
+    out, i, n = [], 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in ("'", '"'):
+            end = i + 1
+            while end < n:
+                if sql[end] == ch:
+                    if end + 1 < n and sql[end + 1] == ch:
+                        end += 2
+                        continue
+                    break
+                end += 1
+            out.append(sql[i:end + 1])
+            i = end + 1
+        elif ch == "$" and (match := re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$", sql[i:])):
+            end = sql.find(match.group(0), i + len(match.group(0)))
+            end = n if end < 0 else end + len(match.group(0))
+            out.append(sql[i:end])
+            i = end
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end
+            out.append(" ")
+        elif sql.startswith("/*", i):
+            level, i = 1, i + 2
+            while i < n and level:
+                if sql.startswith("/*", i):
+                    level, i = level + 1, i + 2
+                elif sql.startswith("*/", i):
+                    level, i = level - 1, i + 2
+                else:
+                    i += 1
+            out.append(" ")
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _closing(text: str, start: int) -> int:
+    """Index of the ')' matching the '(' at ``start``, skipping quoted text; -1 when unbalanced."""
+    depth, i, n = 0, start, len(text)
+    while i < n:
+        ch = text[i]
+        if ch in ("'", '"'):
+            i += 1
+            while i < n and not (text[i] == ch and not text.startswith(ch * 2, i)):
+                i += 2 if text.startswith(ch * 2, i) else 1
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
+
+
+def _top_level_split(text: str) -> list[str]:
+    """``text`` split on commas outside parentheses and quotes."""
+    parts, depth, start, i, n = [], 0, 0, 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch in ("'", '"'):
+            i += 1
+            while i < n and not (text[i] == ch and not text.startswith(ch * 2, i)):
+                i += 2 if text.startswith(ch * 2, i) else 1
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    parts.append(text[start:])
+    return parts
+
+
+def _without_quoted(text: str) -> str:
+    return re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "''", text)
+
+
+def parse_create_index(statement: str, file: str = "") -> CreatedIndex | None:
+    """The index a ``CREATE INDEX`` statement creates (comments already removed), or None for any other
+    statement and for one without a name."""
+    match = CREATE_INDEX.match(statement.strip())
+    if not match or not match.group("name"):
+        return None
+    open_at = match.end() - 1
+    text = statement.strip()
+    close_at = _closing(text, open_at)
+    if close_at < 0:
+        return None
+    keys = _top_level_split(text[open_at + 1:close_at])
+    leading = LEADING_COLUMN.fullmatch(keys[0])
+    column = None
+    if leading and not leading.group("after").startswith("("):  # `lower(x)`: an expression, not a column
+        column = unquote(leading.group("column"))
+    partial = re.search(r"\bWHERE\b", _without_quoted(text[close_at + 1:]), re.IGNORECASE) is not None
+    schema = match.group("schema")
+    return CreatedIndex(unquote(match.group("name")), unquote(schema) if schema else None,
+                        unquote(match.group("table")), column, len(keys), partial, file)
+
+
+def _names(listed: str) -> list[str]:
+    """The index names of a DROP INDEX list (``a, s.b, "C"``), without their schemas."""
+    names = []
+    for item in _top_level_split(listed):
+        parts = re.findall(IDENT, item)
+        if parts:
+            names.append(unquote(parts[-1]))
+    return names
+
+
+def indexes_in_files(files: list[MigrationFile]) -> dict[str, CreatedIndex]:
+    """Index name -> the index as the files leave it, reading the files in order (a later DROP INDEX
+    removes it, a later ALTER INDEX ... RENAME TO renames it)."""
+    indexes: dict[str, CreatedIndex] = {}
+    for migration in files:
+        for statement in split_statements(migration.path.read_text()):
+            statement = strip_comments(statement).strip()
+            if created := parse_create_index(statement, migration.filename):
+                indexes.setdefault(created.name, created)  # IF NOT EXISTS on an existing one changes nothing
+            elif dropped := DROP_INDEX.fullmatch(statement):
+                for name in _names(dropped.group("names")):
+                    indexes.pop(name, None)
+            elif renamed := RENAME_INDEX.fullmatch(statement):
+                old = indexes.pop(unquote(renamed.group("old")), None)
+                if old:
+                    new = unquote(renamed.group("new"))
+                    indexes[new] = replace(old, name=new)
+    return indexes
+
+
+def covering_in_files(indexes: dict[str, CreatedIndex], schema: str, table: str, column: str) -> str | None:
+    """The name of an index the files create on schema.table with ``column`` leading and no WHERE:
+    the one with the fewest columns, the earliest first."""
+    candidates = [i for i in indexes.values() if i.covers(schema, table, column)]
+    return min(candidates, key=lambda i: i.columns).name if candidates else None
