@@ -49,7 +49,7 @@ def main():
 
 def _phase_options(func):
     """One option per phase parameter, from the phase registry."""
-    for name, (parameter, takers) in reversed(list(phase_parameters().items())):
+    for name, (parameter, takers) in reversed(list(phase_parameters(cli_only=True).items())):
         where = " and ".join(takers)
         text = parameter.help if parameter.help.startswith(tuple(takers)) else f"{where}: {parameter.help}"
         if parameter.type is bool:
@@ -127,7 +127,7 @@ def run(env, phases, spec, run_id, cell_timeout, quiet, project, **phase_values)
     from .runbook import resolve_phases, run_phases
 
     selected = resolve_phases(list(phases))  # a misspelled phase fails before anything connects
-    known = phase_parameters()
+    known = phase_parameters(cli_only=True)
     parameters = {k: v for k, v in phase_values.items() if v != known[k][0].default}
     check_parameters(selected, parameters)  # a flag for a phase left out fails before anything connects
     config = _config(project)
@@ -170,23 +170,29 @@ def demo(rows, project):
 
 @main.command("generate-migrations")
 @click.option("--check", is_flag=True, help="Only compare; exit 1 if the files differ from what the spec gives.")
+@click.option("--env", help="Check against this environment: versions newer than its recorded history, and its "
+                            "existing covering indexes reused by name.")
 @spec_option
 @project_option
 @_friendly
-def generate_migrations(check, spec, project):
-    """Write the migration files for the spec into the Supabase folder's migrations/.
+def generate_migrations(check, env, spec, project):
+    """Write the migration files for the spec into the Supabase folder's migrations/ (fkrunbook.toml
+    [supabase] dir), with Supabase CLI naming; files already there are kept and checked.
 
-    Example: fkrunbook generate-migrations --check
+    Example: fkrunbook generate-migrations --env staging
     """
     from .migration import write_migrations
 
     config = _config(project)
-    differ = write_migrations(_load_spec(spec, project), config.migrations, check=check)
+    db = _database(env, None, project) if env else None
+    differ = write_migrations(_load_spec(spec, project), config.migrations, check=check, db=db)
+    where = _shown(config.migrations)
     if check and differ:
-        click.echo(f"fkrunbook: error: {', '.join(differ)} differ from the spec; run `fkrunbook generate-migrations`",
-                   err=True)
+        click.echo(f"fkrunbook: error: {', '.join(differ)} differ from the spec (or are missing) in {where}; run "
+                   "`fkrunbook generate-migrations`", err=True)
         sys.exit(1)
-    click.echo(("wrote " + ", ".join(differ)) if differ and not check else "migration files match the spec")
+    click.echo((f"wrote {', '.join(differ)} in {where}") if differ and not check else
+               f"migration files in {where} match the spec")
 
 
 @main.group()

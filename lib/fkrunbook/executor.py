@@ -22,7 +22,7 @@ from psycopg import errors
 
 from . import history
 from .database import Database
-from .errors import LockUnavailableError, MigrationError, OrphansPresentError, ValidationFailedError
+from .errors import LockUnavailableError, MigrationError, OrphansPresentError, PlanChangedError, ValidationFailedError
 from .guard import exclusive_change, require_approval
 from .migration import drop_index_statement
 from .orphans import orphan_query
@@ -55,13 +55,17 @@ class ApplyResult:
 
 
 def apply_plan(db: Database, spec: Spec, migrations_dir: str | Path, orphans: dict[str, int],
-               retries: LockRetries | None = None, expected_hash: str | None = None) -> ApplyResult:
-    """Recompute the plan, then run exactly its statements and record the runbook's files.
+               retries: LockRetries | None = None, expected_hash: str | None = None,
+               previewed_hash: str | None = None) -> ApplyResult:
+    """Recompute the plan under the advisory lock, then run exactly its statements and record the
+    runbook's files.
 
-    Refuses while ``orphans`` (from the orphan check) shows any; when ``expected_hash`` is given and
-    is not the plan's hash now; on a protected environment, unless ``expected_hash`` approves this
-    exact plan; when an older migration of the folder is still pending; and while another operator
-    is applying to the same database (an advisory lock held for the whole apply).
+    Refuses while ``orphans`` (from the orphan check) shows any, and again when a count taken under
+    the lock finds any; when ``previewed_hash`` (the plan this run's preview showed) or
+    ``expected_hash`` (an approval) is given and is not the plan's hash now; on a protected
+    environment, unless ``expected_hash`` approves this exact plan; when an older migration of the
+    folder is still pending; and while another operator is applying to the same database (the
+    advisory lock is held for the whole apply).
     """
     if any(orphans.values()):
         raise OrphansPresentError(orphans)
@@ -70,7 +74,14 @@ def apply_plan(db: Database, spec: Spec, migrations_dir: str | Path, orphans: di
     with db.connect_raw(autocommit=True) as conn, exclusive_change(db, conn, spec.name):
         plan = plan_migration(db, spec, migrations_dir)  # computed under the lock: no one changes it meanwhile
         log.info("plan hash %s: %d statement(s) to run", plan.hash, len(plan.to_run))
+        if previewed_hash and previewed_hash != plan.hash:
+            raise PlanChangedError(f"the apply plan changed since this run's preview (previewed {previewed_hash[:12]}, "
+                                   f"now {plan.hash[:12]}); nothing was applied: run migration_preview again and "
+                                   "review it")
         require_approval(db, "apply", "migration_preview", plan.hash, expected_hash)
+        late = _orphan_counts(conn, spec, [s.fk for s in plan.to_run if s.kind == "validate"])
+        if any(late.values()):  # written since the orphan check: the gate holds under the lock too
+            raise OrphansPresentError(late)
         _refuse_out_of_order(plan)
         for setting in plan.settings:
             conn.execute(setting)
@@ -92,6 +103,11 @@ def apply_plan(db: Database, spec: Spec, migrations_dir: str | Path, orphans: di
 
 
 ATTEMPT_COLUMNS = ["statement", "attempt", "waited_s", "outcome", "blockers"]
+
+
+def _orphan_counts(conn: psycopg.Connection, spec: Spec, fks: list) -> dict[str, int]:
+    """Orphans per foreign-key column still to validate, counted on the apply's own connection."""
+    return {fk.label: conn.execute(orphan_query(spec, fk, "count(*)")).fetchone()[0] for fk in fks}
 
 
 def _refuse_out_of_order(plan: MigrationPlan) -> None:

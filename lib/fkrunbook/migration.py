@@ -225,15 +225,30 @@ def load_migrations(spec: Spec, migrations_dir: str | Path) -> MigrationSet:
             missing = next(f"{v}_{n}.sql" for step, (v, n) in file_names(spec).items() if step not in found)
             raise MigrationError(f"migration file {missing} is not in {migrations_dir}; "
                                  "run `fkrunbook generate-migrations`", version=missing.split("_")[0])
-        raise MigrationError(f"the migration files of spec {spec.name!r} are not in {migrations_dir}; "
-                             "run `fkrunbook generate-migrations`")
+        raise MigrationError(f"the migration files of spec {spec.name!r} are not in {migrations_dir}; run the "
+                             "migration_preview phase (it generates them) or `fkrunbook generate-migrations --env ENV`")
     resolved, rendered = _expected(spec, migrations_dir, found, None)
     _refuse_edited(found, rendered)
     return MigrationSet(resolved, found)
 
 
+class MigrationFiles(list):
+    """The spec's files (a list of :class:`RenderedFile`), saying which were generated just now."""
+
+    def __init__(self, files: list[RenderedFile], generated: list[str], directory: Path):
+        super().__init__(files)
+        self.generated, self.directory = generated, directory
+
+    def _repr_markdown_(self) -> str:
+        rows = "\n".join(f"| {f.filename} | {f.step} | {'generated now' if f.filename in self.generated else 'found, unedited'} |"
+                         for f in self)
+        return (f"In `{self.directory}`:\n\n| file | step | state |\n|---|---|---|\n{rows}\n\n"
+                + ("_Generated files are new in the team's repository: commit them with the change._"
+                   if self.generated else "_Every file was there already and matches the spec._"))
+
+
 def ensure_migrations(spec: Spec, migrations_dir: str | Path,
-                      db: Database | Connection | None = None) -> list[RenderedFile]:
+                      db: Database | Connection | None = None) -> MigrationFiles:
     """The spec's three files in ``migrations_dir``: the ones there, checked unedited, or (when there
     are none) generated and written. ``db`` (the target environment's :class:`Database`, or an open
     SQLAlchemy connection to it) makes the new version newer than every version recorded there and
@@ -245,10 +260,12 @@ def ensure_migrations(spec: Spec, migrations_dir: str | Path,
         _, rendered = _expected(spec, migrations_dir, found, conn)
     _refuse_edited(found, rendered)
     migrations_dir.mkdir(parents=True, exist_ok=True)
+    generated = []
     for r in rendered:
         if r.step not in found:
             (migrations_dir / r.filename).write_text(r.sql)
-    return rendered
+            generated.append(r.filename)
+    return MigrationFiles(rendered, generated, migrations_dir)
 
 
 def write_migrations(spec: Spec, directory: str | Path, check: bool = False,

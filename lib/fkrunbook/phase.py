@@ -33,6 +33,7 @@ class Parameter:
     default: object
     help: str
     flag: str = ""
+    cli: bool = True       # False: set by the runner, never by a flag
 
     @property
     def option(self) -> str:
@@ -73,7 +74,11 @@ REGISTRY = (
     ), ("rows", "confirmed", "cleanup_hash")),
     Phase("migration_preview", "03_migration_preview.ipynb", "Migration preview", True, (),
           ("statements_to_run", "statements_skipped", "plan_hash")),
-    Phase("apply", "04_apply.ipynb", "Apply", False, (_APPROVE,), ("statements_applied", "lock_retries", "plan_hash")),
+    Phase("apply", "04_apply.ipynb", "Apply", False, (
+        _APPROVE,
+        Parameter("previewed", str, "", "apply: the plan hash this run's preview showed (the runner sets it); "
+                                        "apply refuses a plan that differs", cli=False),
+    ), ("statements_applied", "lock_retries", "plan_hash")),
     Phase("cascade_validation", "05_cascade_validation.ipynb", "Cascade validation", False, (
         Parameter("blast_org", str, "", "cascade_validation: organization id or slug for the blast radius"),
     ), ("passed", "blast_radius")),
@@ -90,11 +95,13 @@ PHASES = {phase.name: phase for phase in REGISTRY}
 READ_ONLY_PHASES = frozenset(p.name for p in REGISTRY if p.read_only)
 
 
-def phase_parameters() -> dict[str, tuple[Parameter, list[str]]]:
+def phase_parameters(cli_only: bool = False) -> dict[str, tuple[Parameter, list[str]]]:
     """Every phase parameter once, with the phases that take it (``approve`` is shared)."""
     found: dict[str, tuple[Parameter, list[str]]] = {}
     for phase in REGISTRY:
         for parameter in phase.parameters:
+            if cli_only and not parameter.cli:
+                continue
             found.setdefault(parameter.name, (parameter, []))[1].append(phase.name)
     return found
 

@@ -99,6 +99,8 @@ def run_phases(config: Config, env: str, phases: list[str] | None = None, *, spe
                                        "cells": total, "elapsed_s": time.monotonic() - started}))
             entry.update(status="failed" if error else "succeeded", ended_at=_now(),
                          duration_s=round(time.monotonic() - started, 2), results=_results(run_dir, name))
+            if name == "migration_preview" and "apply" in per_phase and not error:
+                per_phase["apply"]["previewed"] = entry["results"].get("plan_hash", "")  # apply runs exactly this
             if error:
                 entry["error"] = db.redact(error)
             notify("phase_finished", {"index": index, "total": len(selected), "phase": name, **entry})
