@@ -33,11 +33,12 @@ def team_repository_with_history(root, supabase_cli, url):
     assert code == 0, out
     tables = root / TABLES
     tables.mkdir(parents=True)
-    for table in ("impersonation_sessions_projection", "cross_tenant_access_grants_projection"):
+    for table, column in (("impersonation_sessions_projection", "target_org_id"),
+                          ("cross_tenant_access_grants_projection", "provider_org_id")):
         (tables / f"{table}.md").write_text(
             f"---\nstatus: current\nlast_updated: 2026-06-22\n---\n\n<!-- TL;DR-START -->\n## TL;DR\n\n"
             f"**Summary**: the {table} projection.\n<!-- TL;DR-END -->\n\n# {table}\n\n## Relationships\n\n"
-            "- **organizations_projection** → `provider_org_id`\n  - Implicit foreign key (not enforced)\n")
+            f"- **organizations_projection** → `{column}`\n  - Implicit foreign key (not enforced)\n")
     (root / "documentation" / "AGENT-INDEX.md").write_text(
         "---\nstatus: current\n---\n\n# Agent Navigation Index\n\n## By Keyword\n\n"
         "| Keyword | Primary Document | Related |\n|---|---|---|\n"
@@ -61,7 +62,7 @@ def test_init_then_six_phases_in_a_team_repository(supabase, database, tmp_path)
     run = subprocess.run([FKRUNBOOK, "run", "--env", "staging", "--confirm", "--write-docs"], cwd=root / TABLES,
                          env=env, capture_output=True, text=True, timeout=900)  # found by walking up
     assert run.returncode == 0, run.stdout + run.stderr
-    run_dir = root / run.stdout.splitlines()[-1].split("evidence: ")[1]
+    run_dir = (root / TABLES / run.stdout.splitlines()[-1].split("evidence: ")[1]).resolve()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     results = {p["name"]: p["results"] for p in manifest["phases"]}
 
@@ -103,4 +104,4 @@ def test_init_then_six_phases_in_a_team_repository(supabase, database, tmp_path)
         assert "<!-- fkrunbook:begin" in text
     index = (root / "documentation" / "AGENT-INDEX.md").read_text()
     assert "(infrastructure/reference/database/tables/cross_tenant_access_grants_projection.md)" in index
-    assert results["docs_update"]["stale_lines"] >= 2  # "Implicit foreign key (not enforced)", now enforced
+    assert results["docs_update"]["stale_lines"] == 2  # "Implicit foreign key (not enforced)", now enforced
