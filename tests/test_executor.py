@@ -10,7 +10,7 @@ from fkrunbook.errors import (LockUnavailableError, MigrationError, OrphansPrese
                               ValidationFailedError, VerificationFailedError)
 from fkrunbook.executor import apply_plan
 from fkrunbook.history import list_local, split_statements
-from fkrunbook.migration import write_migrations
+from fkrunbook.migration import add_statement, write_migrations
 from fkrunbook.orphans import clean_up_orphans, find_orphans
 from fkrunbook.plan import plan_migration
 from fkrunbook.spec import LockRetries
@@ -135,9 +135,18 @@ def test_apply_refuses_when_an_older_migration_is_pending(database, spec, tmp_pa
     assert schema_state(database.url) == before
 
 
+def test_orphans_written_after_the_check_are_refused_under_the_lock(database, spec):
+    before = schema_state(database.url)
+    with pytest.raises(OrphansPresentError, match="impersonation_sessions_projection.target_org_id: "):
+        apply_plan(database.connect(), spec, MIGRATIONS, {})  # the check said none: counted again under the lock
+    assert schema_state(database.url) == before
+
+
 def test_a_late_orphan_fails_validate_keeps_the_key_not_valid_and_recovers(database, spec, tmp_path):
     db = database.connect()
-    with pytest.raises(ValidationFailedError) as info:  # orphans present, as if written after the check
+    for fk in spec.foreign_keys:  # the keys in place NOT VALID (say, pushed by the CLI) while orphans remain
+        database.sql(add_statement(spec, fk))
+    with pytest.raises(ValidationFailedError) as info:
         apply_plan(db, spec, MIGRATIONS, {})
     error = info.value
     assert error.column == "impersonation_sessions_projection.target_org_id"

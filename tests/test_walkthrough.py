@@ -1,6 +1,8 @@
 """The interactive walkthrough: after `make demo`, each notebook opened as it is and run top to
 bottom with its default parameters (no papermill, no injected cell) works against the local
 environment, as an engineer would run it in JupyterLab."""
+import shutil
+
 import nbclient
 import nbformat
 import pytest
@@ -12,18 +14,19 @@ from .test_cli import cli
 
 @pytest.fixture(scope="module")
 def demo_project(tmp_path_factory):
-    from .conftest import copy_project
+    from .conftest import PROJECT, copy_project
 
     project = copy_project(tmp_path_factory.mktemp("walkthrough") / "project")
+    shutil.copytree(PROJECT / "notebooks", project / "notebooks")  # opened from the repository, as in JupyterLab
     result = cli("demo", "--rows", "300", cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr
     yield project
     cli("local", "stop", cwd=project)
 
 
-@pytest.mark.parametrize("notebook", list(PHASES.values()))
-def test_each_notebook_runs_top_to_bottom_with_its_defaults(demo_project, notebook):
-    phase = next(name for name, file in PHASES.items() if file == notebook)
+@pytest.mark.parametrize("phase", list(PHASES), ids=list(PHASES))
+def test_each_notebook_runs_top_to_bottom_with_its_defaults(demo_project, phase):
+    notebook = PHASES[phase].notebook
     before = set((demo_project / "audit" / "local").glob(f"*/{phase}.results.json"))
     book = nbformat.read(demo_project / "notebooks" / notebook, as_version=4)
     nbclient.NotebookClient(book, timeout=300, kernel_name="python3",

@@ -79,7 +79,7 @@ def apply_plan(db: Database, spec: Spec, migrations_dir: str | Path, orphans: di
                                    f"now {plan.hash[:12]}); nothing was applied: run migration_preview again and "
                                    "review it")
         require_approval(db, "apply", "migration_preview", plan.hash, expected_hash)
-        late = _orphan_counts(conn, spec, [s.fk for s in plan.to_run if s.kind == "validate"])
+        late = _orphan_counts(conn, spec, [s.fk for s in plan.to_run if s.kind == "add"])
         if any(late.values()):  # written since the orphan check: the gate holds under the lock too
             raise OrphansPresentError(late)
         _refuse_out_of_order(plan)
@@ -106,7 +106,8 @@ ATTEMPT_COLUMNS = ["statement", "attempt", "waited_s", "outcome", "blockers"]
 
 
 def _orphan_counts(conn: psycopg.Connection, spec: Spec, fks: list) -> dict[str, int]:
-    """Orphans per foreign-key column still to validate, counted on the apply's own connection."""
+    """Orphans per foreign-key column whose key is still to add, counted on the apply's own connection.
+    (Where the key exists NOT VALID, VALIDATE itself finds any orphan and shows the rows.)"""
     return {fk.label: conn.execute(orphan_query(spec, fk, "count(*)")).fetchone()[0] for fk in fks}
 
 
