@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, replace
 
 from .history import MigrationFile, split_statements
+from .sqltext import depth_split, lex
 
 IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
 CREATE_INDEX = re.compile(
@@ -54,83 +55,23 @@ def unquote(name: str) -> str:
 
 def strip_comments(sql: str) -> str:
     """The SQL without its -- and (nested) /* */ comments; quoted text and dollar quotes kept."""
-    out, i, n = [], 0, len(sql)
-    while i < n:
-        ch = sql[i]
-        if ch in ("'", '"'):
-            end = i + 1
-            while end < n:
-                if sql[end] == ch:
-                    if end + 1 < n and sql[end + 1] == ch:
-                        end += 2
-                        continue
-                    break
-                end += 1
-            out.append(sql[i:end + 1])
-            i = end + 1
-        elif ch == "$" and (match := re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$", sql[i:])):
-            end = sql.find(match.group(0), i + len(match.group(0)))
-            end = n if end < 0 else end + len(match.group(0))
-            out.append(sql[i:end])
-            i = end
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end
-            out.append(" ")
-        elif sql.startswith("/*", i):
-            level, i = 1, i + 2
-            while i < n and level:
-                if sql.startswith("/*", i):
-                    level, i = level + 1, i + 2
-                elif sql.startswith("*/", i):
-                    level, i = level - 1, i + 2
-                else:
-                    i += 1
-            out.append(" ")
-        else:
-            out.append(ch)
-            i += 1
-    return "".join(out)
+    return "".join(" " if kind == "comment" else sql[i:end] for kind, i, end in lex(sql))
 
 
 def _closing(text: str, start: int) -> int:
     """Index of the ')' matching the '(' at ``start``, skipping quoted text; -1 when unbalanced."""
-    depth, i, n = 0, start, len(text)
-    while i < n:
-        ch = text[i]
-        if ch in ("'", '"'):
-            i += 1
-            while i < n and not (text[i] == ch and not text.startswith(ch * 2, i)):
-                i += 2 if text.startswith(ch * 2, i) else 1
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
+    depth = 0
+    for kind, i, _ in lex(text[start:]):
+        if kind == "code" and text[start + i] in "()":
+            depth += 1 if text[start + i] == "(" else -1
             if depth == 0:
-                return i
-        i += 1
+                return start + i
     return -1
 
 
 def _top_level_split(text: str) -> list[str]:
     """``text`` split on commas outside parentheses and quotes."""
-    parts, depth, start, i, n = [], 0, 0, 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch in ("'", '"'):
-            i += 1
-            while i < n and not (text[i] == ch and not text.startswith(ch * 2, i)):
-                i += 2 if text.startswith(ch * 2, i) else 1
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-        i += 1
-    parts.append(text[start:])
-    return parts
+    return [part.removesuffix(",") for part in depth_split(text, ",")]
 
 
 def _without_quoted(text: str) -> str:

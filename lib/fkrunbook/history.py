@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .sqltext import depth_split
+
 FILE_PATTERN = re.compile(r"^([0-9]+)_(.*)\.sql$")
 
 # The CLI's own statements (pkg/migration/history.go), run before recording history.
@@ -76,45 +78,4 @@ def split_statements(sql: str) -> list[str]:
     that precedes it; the trailing ';'s and surrounding whitespace are trimmed; empty ones dropped.
     (BEGIN ATOMIC bodies are not handled: the runbook's migrations never contain them.)
     """
-    statements, start, i, n, depth = [], 0, 0, len(sql), 0
-    while i < n:
-        ch = sql[i]
-        if ch in ("'", '"'):
-            i += 1
-            while i < n:
-                if sql[i] == ch:
-                    if i + 1 < n and sql[i + 1] == ch:
-                        i += 2
-                        continue
-                    break
-                i += 1
-        elif ch == "$":
-            match = re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$", sql[i:])
-            if match:
-                end = sql.find(match.group(0), i + len(match.group(0)))
-                i = n if end < 0 else end + len(match.group(0)) - 1
-        elif ch == "-" and sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end
-        elif ch == "/" and sql.startswith("/*", i):
-            level, i = 1, i + 2
-            while i < n and level:
-                if sql.startswith("/*", i):
-                    level, i = level + 1, i + 2
-                elif sql.startswith("*/", i):
-                    level, i = level - 1, i + 2
-                else:
-                    i += 1
-            continue
-        elif ch == "\\":
-            i += 1
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth = max(0, depth - 1)
-        elif ch == ";" and depth == 0:
-            statements.append(sql[start:i + 1])
-            start = i + 1
-        i += 1
-    statements.append(sql[start:])
-    return [s for s in (piece.rstrip(";").strip() for piece in statements) if s]
+    return [s for s in (piece.rstrip(";").strip() for piece in depth_split(sql, ";")) if s]

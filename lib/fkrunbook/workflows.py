@@ -19,13 +19,7 @@ jobs:
     runs-on: ubuntu-latest
     timeout-minutes: 30
     steps:
-      - uses: actions/checkout@v4
-      - uses: actions/setup-python@v5
-        with:
-          python-version: "3.11"
-      - name: Install fkrunbook
-        run: pip install "{pip_spec}"
-      - name: Migration files match the spec
+{install}      - name: Migration files match the spec
         run: fkrunbook generate-migrations --check
       - name: Local database
         run: fkrunbook local reset
@@ -63,13 +57,7 @@ jobs:
     env:
       STAGING_DATABASE_URL: ${{{{ secrets.STAGING_DATABASE_URL }}}}
     steps:
-      - uses: actions/checkout@v4
-      - uses: actions/setup-python@v5
-        with:
-          python-version: "3.11"
-      - name: Install fkrunbook
-        run: pip install "{pip_spec}"
-      - name: Orphan detection
+{install}      - name: Orphan detection
         run: fkrunbook run --env staging --phase orphan_check --fail-on-orphans
       - name: FK audit
         if: always()
@@ -83,7 +71,17 @@ jobs:
 """
 
 
+INSTALL = """\
+      - uses: actions/checkout@v4
+      - uses: actions/setup-python@v5
+        with:
+          python-version: "3.11"
+      - name: Install fkrunbook
+        run: pip install "{pip_spec}"
+"""
+
+
 def render_workflows(runbook_dir: str, supabase_dir: str, pip_spec: str) -> dict[str, str]:
     """File name -> text of each workflow, with the team's paths."""
-    values = {"runbook_dir": runbook_dir, "supabase": supabase_dir, "pip_spec": pip_spec}
+    values = {"runbook_dir": runbook_dir, "supabase": supabase_dir, "install": INSTALL.format(pip_spec=pip_spec)}
     return {"fkrunbook-pr.yml": PR.format(**values), "fkrunbook-orphan-detection.yml": SCHEDULED.format(**values)}
