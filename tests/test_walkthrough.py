@@ -15,10 +15,13 @@ def demo_project(tmp_path_factory):
     from .conftest import copy_project
 
     project = copy_project(tmp_path_factory.mktemp("walkthrough") / "project")
-    result = cli("demo", "--rows", "300", cwd=project)
-    assert result.returncode == 0, result.stdout + result.stderr
-    yield project
-    cli("local", "stop", cwd=project)
+    try:
+        result = cli("demo", "--rows", "300", cwd=project)
+        assert result.returncode == 0, result.stdout + result.stderr
+        yield project
+    finally:  # the demo's local server is stopped even when the demo failed
+        stop = cli("local", "stop", cwd=project)
+        assert stop.returncode == 0, stop.stderr
 
 
 @pytest.mark.parametrize("notebook", list(PHASES.values()))
