@@ -21,6 +21,8 @@ SPEC = PROJECT / "runbooks" / "add_missing_org_fk_constraints.yaml"
 TEMPLATE = "fkrunbook_template"
 ROWS = 400
 
+pytest_plugins = ["tests.leftovers"]  # the run fails if a server or kernel started by a test is still running
+
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> LocalServer:
