@@ -3,16 +3,21 @@
 Between runs a test-only helper rolls the change back (drops the three keys, the indexes the
 runbook built and their history rows) and restores the clean-up's quarantine, so every run does
 the whole job again: finds the orphans, deletes them, builds, adds and validates, proves the
-cascade, writes the docs. After each run it counts what could leak: fkrunbook's connections to
-the server, PostgreSQL server processes, kernels and other child processes, files in Jupyter's
-runtime folder (connection files, IPC sockets) and in the temp folder, and this process's memory.
+cascade, writes the docs. After each run it counts what could leak, and only what the runbook
+owns, so other programs on the machine cannot move the figures: fkrunbook's connections to the
+server, this soak's own server's processes, kernels and other child processes of this process,
+files in a runtime folder and a temp folder of the soak's own (JUPYTER_RUNTIME_DIR and TMPDIR
+point there during the runs, so kernel connection files and IPC sockets land there), the files of
+each run's evidence folder, and this process's memory.
 
     .venv/bin/python bench/soak.py --runs 20
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -47,13 +52,46 @@ def _indexes(url: str) -> set[str]:
                                            "WHERE n.nspname = 'public'")}
 
 
-def _count_files(folder: Path) -> int:
-    return sum(1 for _ in folder.rglob("*")) if folder.exists() else 0
+def _count_entries(folder: Path) -> int:
+    """Files and folders under ``folder``; an entry removed while the walk runs is simply not counted."""
+    return sum(len(dirs) + len(files) for _, dirs, files in os.walk(folder, onerror=lambda err: None))
+
+
+def _server_processes(data_dir: Path) -> int:
+    """The soak's own PostgreSQL: its postmaster (from postmaster.pid) and the postmaster's children."""
+    try:
+        postmaster = psutil.Process(int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0]))
+        return 1 + len(postmaster.children())
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return 0
+
+
+@contextlib.contextmanager
+def private_folders():
+    """A Jupyter runtime folder and a temp folder that only this soak uses (kernels inherit both
+    through the environment; ``tempfile.tempdir`` covers this process). Short paths on purpose: a
+    kernel's IPC sockets live next to its connection file, and a socket path has at most 107 bytes."""
+    work = Path(tempfile.mkdtemp(prefix="fkrunbook-soak-"))
+    runtime, temp = work / "runtime", work / "tmp"
+    runtime.mkdir()
+    temp.mkdir()
+    saved_env = {name: os.environ.get(name) for name in ("JUPYTER_RUNTIME_DIR", "TMPDIR")}
+    saved_tempdir = tempfile.tempdir
+    os.environ.update(JUPYTER_RUNTIME_DIR=str(runtime), TMPDIR=str(temp))
+    tempfile.tempdir = str(temp)
+    try:
+        yield runtime, temp
+    finally:
+        tempfile.tempdir = saved_tempdir
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def soak(runs: int, project: Path, rows: int = 2000) -> list[dict]:
-    from jupyter_core.paths import jupyter_runtime_dir
-
     from fkrunbook.database import connect
     from fkrunbook.environment import get_environment
     from fkrunbook.quarantine import restore_quarantine
@@ -71,28 +109,26 @@ def soak(runs: int, project: Path, rows: int = 2000) -> list[dict]:
     indexes_before = _indexes(url)
     docs = project / "docs"
     docs.mkdir(exist_ok=True)
-    runtime = Path(jupyter_runtime_dir())
     me = psutil.Process()
     figures = []
-    for number in range(1, runs + 1):
-        started = time.monotonic()
-        result = run_phases(proj, "local", None, parameters={"confirm": True, "write": True, "docs_dir": docs})
-        seconds = time.monotonic() - started
-        restored = 0
-        db = connect(env)
-        rollback_change(url, spec, indexes_before)
-        restored = int(restore_quarantine(db, result.run_id)["rows_restored"].sum())
-        with psycopg.connect(url, autocommit=True) as conn:
-            ours = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fkrunbook'"
-                                ).fetchone()[0]
-        figures.append({
-            "run": number, "seconds": round(seconds, 1), "status": result.manifest["status"],
-            "orphans_restored": restored, "fkrunbook_connections": ours,
-            "postgres_processes": sum(1 for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"),
-            "child_processes": len(me.children(recursive=True)), "runtime_files": _count_files(runtime),
-            "temp_files": _count_files(Path(tempfile.gettempdir())) - _count_files(project),  # evidence is kept
-            "rss_mb": round(me.memory_info().rss / 2**20, 1),
-        })
+    with private_folders() as (runtime, temp):
+        for number in range(1, runs + 1):
+            started = time.monotonic()
+            result = run_phases(proj, "local", None, parameters={"confirm": True, "write": True, "docs_dir": docs})
+            seconds = time.monotonic() - started
+            rollback_change(url, spec, indexes_before)
+            restored = int(restore_quarantine(connect(env), result.run_id)["rows_restored"].sum())
+            with psycopg.connect(url, autocommit=True) as conn:
+                ours = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fkrunbook'"
+                                    ).fetchone()[0]
+            figures.append({
+                "run": number, "seconds": round(seconds, 1), "status": result.manifest["status"],
+                "orphans_restored": restored, "fkrunbook_connections": ours,
+                "server_processes": _server_processes(env.data_dir),
+                "child_processes": len(me.children(recursive=True)), "runtime_files": _count_entries(runtime),
+                "temp_files": _count_entries(temp), "run_files": _count_entries(result.run_dir),
+                "rss_mb": round(me.memory_info().rss / 2**20, 1),
+            })
     return figures
 
 
@@ -119,10 +155,11 @@ def main() -> None:
     print(json.dumps({"runs": len(figures), "all_succeeded": all(f["status"] == "succeeded" for f in figures),
                       "rss_mb_first": first["rss_mb"], "rss_mb_last": last["rss_mb"],
                       "max_fkrunbook_connections_after_a_run": max(f["fkrunbook_connections"] for f in figures),
-                      "postgres_processes": sorted({f["postgres_processes"] for f in figures}),
+                      "server_processes": sorted({f["server_processes"] for f in figures}),
                       "child_processes": sorted({f["child_processes"] for f in figures}),
                       "runtime_files": sorted({f["runtime_files"] for f in figures}),
-                      "temp_files_first_last": [first["temp_files"], last["temp_files"]],
+                      "temp_files": sorted({f["temp_files"] for f in figures}),
+                      "run_files": sorted({f["run_files"] for f in figures}),
                       "seconds_per_run_mean": round(sum(f["seconds"] for f in figures) / len(figures), 1)}))
 
 

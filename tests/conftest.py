@@ -23,19 +23,23 @@ SPEC = PROJECT / "runbooks" / "add_missing_org_fk_constraints.yaml"
 TEMPLATE = "fkrunbook_template"
 ROWS = 400
 
+pytest_plugins = ["tests.leftovers"]  # the run fails if a server or kernel started by a test is still running
+
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> LocalServer:
     data_dir = tmp_path_factory.mktemp("pg") / "embedded"
-    srv = ensure_server(data_dir)
-    with psycopg.connect(srv.url(), autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
-    with psycopg.connect(srv.url(TEMPLATE)) as conn:
-        load_baseline(conn)
-        srv_data = generate_data(conn, rows=ROWS)
-    srv.__dict__["sample"] = srv_data  # frozen dataclass: attach the expected counts for tests
-    yield srv
-    stop_server(data_dir)
+    try:
+        srv = ensure_server(data_dir)
+        with psycopg.connect(srv.url(), autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+        with psycopg.connect(srv.url(TEMPLATE)) as conn:
+            load_baseline(conn)
+            srv_data = generate_data(conn, rows=ROWS)
+        srv.__dict__["sample"] = srv_data  # frozen dataclass: attach the expected counts for tests
+        yield srv
+    finally:  # stopped even when the setup above fails half-way
+        stop_server(data_dir)
 
 
 @dataclass

@@ -1,12 +1,17 @@
 """The catalogue of bad input: each case gets one clear line naming the problem and the fix, a
 non-zero exit, and leaves the database and the project's files untouched. The README's
-troubleshooting table lists the same cases."""
+troubleshooting table lists the same cases.
+
+Every case fails before any notebook runs, so each is run in-process with click's CliRunner
+(tests/test_cli.py runs the console script itself, where the process boundary is the point)."""
 import hashlib
 
 import pytest
 
+from fkrunbook.server import stop_server
+
 from .conftest import schema_state
-from .test_cli import cli
+from .test_cli import invoke
 
 SPEC = "runbooks/add_missing_org_fk_constraints.yaml"
 ENVS = "runbooks/environments.yaml"
@@ -29,9 +34,9 @@ def write(path, text):
 
 def run_once(run_id):
     def apply(project, database):
-        result = cli("run", "--env", "staging", "--phase", "orphan_check", "--run-id", run_id, cwd=project,
-                     env={"STAGING_DATABASE_URL": database.url})
-        assert result.returncode == 0, result.stderr
+        result = invoke("run", "--env", "staging", "--phase", "orphan_check", "--run-id", run_id, cwd=project,
+                        env={"STAGING_DATABASE_URL": database.url})
+        assert result.exit_code == 0, result.stderr
     return apply
 
 
@@ -103,8 +108,6 @@ CASES = [
      "needs kind: one of embedded, url", 1),
     ("run-id-exists", ["run", "--env", "staging", "--phase", "orphan_check", "--run-id", "r1"], {}, run_once("r1"),
      "run id 'r1' already exists", 1),
-    ("docs-folder-missing", ["run", "--env", "staging", "--phase", "docs_update", "--docs-dir", "no/such/docs"], {},
-     None, "docs folder 'no/such/docs' does not exist", 1),
     ("flag-for-another-phase", ["run", "--env", "staging", "--phase", "orphan_check", "--confirm"], {}, None,
      "--confirm applies to the orphan_cleanup phase, which this run does not include", 1),
     ("approve-without-apply", ["run", "--env", "staging", "--phase", "orphan_check", "--approve", "abc"], {}, None,
@@ -148,14 +151,25 @@ def _files(project):
             for p in sorted(project.rglob("*")) if p.is_file() and "audit" not in p.relative_to(project).parts}
 
 
+@pytest.fixture
+def local_data_dir(tmp_path):
+    """The data folder of a local environment of the test's own; whatever server a case starts
+    there is stopped at teardown, whether the case passed or failed."""
+    data_dir = tmp_path / "local"
+    try:
+        yield data_dir
+    finally:
+        stop_server(data_dir)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(case, project_copy, database, tmp_path, password_role):
+def test_bad_input(case, project_copy, database, tmp_path, password_role, local_data_dir):
     name, args, env, setup, expected, status = case
     if setup:
         setup(project_copy, database)
     tmp_envs = tmp_path / "envs" / "environments.yaml"
     tmp_envs.parent.mkdir()
-    tmp_envs.write_text(f"environments:\n  local:\n    kind: embedded\n    data_dir: {tmp_path / 'local'}\n")
+    tmp_envs.write_text(f"environments:\n  local:\n    kind: embedded\n    data_dir: {local_data_dir}\n")
     fill = {"url_no_db": database.url.replace(f"/{database.name}?", "/no_such_database?"),
             "url_bad_role": database.url.replace("postgres@", "no_such_role:pw@"), "tmp_envs": str(tmp_envs),
             "url_wrong_password": database.url.replace("postgres@", f"{password_role}:Wr0ng-pw@")}
@@ -163,8 +177,8 @@ def test_bad_input(case, project_copy, database, tmp_path, password_role):
     args = [a.format(**fill) for a in args]
     runs_before = sorted((project_copy / "audit").rglob("manifest.json")) if (project_copy / "audit").exists() else []
     db_before, files_before = schema_state(database.url), _files(project_copy)
-    result = cli(*args, cwd=project_copy, env=env)
-    assert result.returncode == status, result.stderr
+    result = invoke(*args, cwd=project_copy, env=env)
+    assert result.exit_code == status, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fkrunbook: error: "), result.stderr
     assert expected in lines[0], lines[0]

@@ -1,4 +1,9 @@
-"""The CLI as a user types it: one clear line and a non-zero exit for every mistake, nothing changed."""
+"""The CLI as a user types it: one clear line and a non-zero exit for every mistake, nothing changed.
+
+``cli`` runs the installed console script in a process of its own (where the process boundary is
+what a test is about: exit status, output, signals); ``invoke`` runs the same command in-process
+with click's CliRunner, which is much cheaper for mistakes caught before anything runs."""
+import contextlib
 import json
 import os
 import subprocess
@@ -6,7 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from fkrunbook.cli import main
 from fkrunbook.phase import PHASES
 
 from .conftest import schema_state
@@ -17,6 +24,17 @@ FKRUNBOOK = str(Path(sys.executable).parent / "fkrunbook")
 def cli(*args, cwd, env=None):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([FKRUNBOOK, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300)
+
+
+def invoke(*args, cwd, env=None):
+    """``fkrunbook ARGS`` in this process, from ``cwd``, with ``env`` added to the environment.
+    An exception other than the exit the CLI chooses is re-raised, so a crash is never mistaken
+    for a handled error."""
+    with contextlib.chdir(cwd):
+        result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
 
 
 @pytest.mark.parametrize("args, env, expected", [
@@ -33,13 +51,21 @@ def cli(*args, cwd, env=None):
 def test_cli_mistakes_get_one_clear_line_and_change_nothing(project_copy, database, args, env, expected):
     before = schema_state(database.url)
     env = {"STAGING_DATABASE_URL": database.url, **env}
-    result = cli(*args, cwd=project_copy, env=env)
-    assert result.returncode == 1
+    result = invoke(*args, cwd=project_copy, env=env)
+    assert result.exit_code == 1
     assert result.stderr.splitlines() == [f"fkrunbook: error: {result.stderr.split('error: ', 1)[1].strip()}"]
     assert expected in result.stderr
     assert "pa55-secret" not in result.stderr + result.stdout
     assert not (project_copy / "audit").exists()
     assert schema_state(database.url) == before
+
+
+def test_the_console_script_exits_1_with_one_line_on_stderr_and_nothing_on_stdout(project_copy):
+    """The process boundary itself, once: the installed ``fkrunbook`` script's exit status and streams."""
+    result = cli("run", "--env", "stagng", cwd=project_copy)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == ("fkrunbook: error: environment 'stagng' is not defined; known: local, staging, "
+                             "production\n")
 
 
 def test_cli_outside_a_project_says_where_to_run(tmp_path):

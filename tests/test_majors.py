@@ -31,9 +31,10 @@ pytestmark = pytest.mark.skipif(not (PG15 / "initdb").exists(),
 @pytest.fixture(scope="module")
 def pg15(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("pg15") / "data"
-    server = ensure_server(data_dir, PG15)
-    yield server
-    stop_server(data_dir, PG15)
+    try:
+        yield ensure_server(data_dir, PG15)
+    finally:
+        stop_server(data_dir, PG15)
 
 
 @pytest.fixture

@@ -18,10 +18,13 @@ def demo_project(tmp_path_factory):
 
     project = copy_project(tmp_path_factory.mktemp("walkthrough") / "project")
     shutil.copytree(PROJECT / "notebooks", project / "notebooks")  # opened from the repository, as in JupyterLab
-    result = cli("demo", "--rows", "300", cwd=project)
-    assert result.returncode == 0, result.stdout + result.stderr
-    yield project
-    cli("local", "stop", cwd=project)
+    try:
+        result = cli("demo", "--rows", "300", cwd=project)
+        assert result.returncode == 0, result.stdout + result.stderr
+        yield project
+    finally:  # the demo's local server is stopped even when the demo failed
+        stop = cli("local", "stop", cwd=project)
+        assert stop.returncode == 0, stop.stderr
 
 
 @pytest.mark.parametrize("phase", list(PHASES), ids=list(PHASES))
