@@ -15,6 +15,7 @@ from .test_cli import invoke
 
 SPEC = "runbooks/add_missing_org_fk_constraints.yaml"
 ENVS = "runbooks/environments.yaml"
+CONFIG = "fkrunbook.toml"
 
 
 def edit(path, old, new, count=1):
@@ -99,8 +100,17 @@ CASES = [
      "migration.lock_timeout 'soon' must be a PostgreSQL duration", 1),
     ("spec-bad-retries", ["run", "--env", "staging"], {}, edit(SPEC, "attempts: 10", "attempts: 0"),
      "attempts 0 must be a whole number from 1 to 1000", 1),
-    ("environments-missing", ["run", "--env", "staging", "--environments", "runbooks/none.yaml"], {}, None,
-     "environments file 'runbooks/none.yaml' does not exist", 1),
+    ("environments-missing", ["run", "--env", "staging"], {},
+     edit(CONFIG, 'environments = "runbooks/environments.yaml"', 'environments = "runbooks/none.yaml"'),
+     "runbooks/none.yaml' does not exist; fix [runbook] environments in fkrunbook.toml", 1),
+    ("config-unknown-key", ["run", "--env", "staging"], {}, edit(CONFIG, "evidence = ", "evidnce = "),
+     "unknown key 'evidnce' in [runbook]", 1),
+    ("config-table-without-placeholder", ["run", "--env", "staging"], {},
+     edit(CONFIG, 'table = "docs/schema/tables/{table}.md"', 'table = "docs/schema/tables.md"'),
+     "must contain {table}", 1),
+    ("config-not-toml", ["run", "--env", "staging"], {}, edit(CONFIG, "[docs]", "[docs"), "is not valid TOML", 1),
+    ("init-would-overwrite", ["init"], {}, None, "fkrunbook.toml already exist(s); nothing was written: pass --force",
+     1),
     ("environments-with-url", ["run", "--env", "staging"], {},
      edit(ENVS, "    url_env: STAGING_DATABASE_URL", "    url: postgresql://u:pw@h/db"),
      "never write URLs in a file", 1),
@@ -123,8 +133,7 @@ CASES = [
     ("archive-unknown-run", ["archive", "show", "nope"], {}, None, "run 'nope' is not in the archive", 1),
     ("archive-unknown-target", ["archive", "verify", "nope"], {}, None,
      "'nope' is neither a run nor an environment in the archive", 1),
-    ("local-too-few-rows", ["local", "reset", "--rows", "5", "--environments", "{tmp_envs}"], {}, None,
-     "--rows 5 is too few", 1),
+    ("local-too-few-rows", ["local", "reset", "--rows", "5"], {}, None, "--rows 5 is too few", 1),
 ]
 
 
@@ -152,10 +161,10 @@ def _files(project):
 
 
 @pytest.fixture
-def local_data_dir(tmp_path):
-    """The data folder of a local environment of the test's own; whatever server a case starts
-    there is stopped at teardown, whether the case passed or failed."""
-    data_dir = tmp_path / "local"
+def local_data_dir(project_copy):
+    """The copied project's local environment: whatever server a case might start there is stopped
+    at teardown, whether the case passed or failed (and the file check sees it as a change)."""
+    data_dir = project_copy / ".fkrunbook" / "local"
     try:
         yield data_dir
     finally:
@@ -167,11 +176,8 @@ def test_bad_input(case, project_copy, database, tmp_path, password_role, local_
     name, args, env, setup, expected, status = case
     if setup:
         setup(project_copy, database)
-    tmp_envs = tmp_path / "envs" / "environments.yaml"
-    tmp_envs.parent.mkdir()
-    tmp_envs.write_text(f"environments:\n  local:\n    kind: embedded\n    data_dir: {local_data_dir}\n")
     fill = {"url_no_db": database.url.replace(f"/{database.name}?", "/no_such_database?"),
-            "url_bad_role": database.url.replace("postgres@", "no_such_role:pw@"), "tmp_envs": str(tmp_envs),
+            "url_bad_role": database.url.replace("postgres@", "no_such_role:pw@"),
             "url_wrong_password": database.url.replace("postgres@", f"{password_role}:Wr0ng-pw@")}
     env = {"STAGING_DATABASE_URL": database.url, **{k: v.format(**fill) for k, v in env.items()}}
     args = [a.format(**fill) for a in args]

@@ -230,11 +230,10 @@ def local_reset(rows, project):
 
     Example: fkrunbook local reset --rows 1000000
     """
-    from .sample import ensure_local_database
-    from .server import ensure_server
+    from .sample import reset_local
 
     env = _local_env(project)
-    data = ensure_local_database(ensure_server(env.data_dir, env.bin_dir), env.database, rows=rows, reset=True)
+    data = reset_local(env, rows)
     click.echo(f"local database {env.database!r} recreated: {data.sessions} sessions, {data.grants} grants, "
                f"{data.events} events; orphans planted: {sum(data.orphans.values())}")
 

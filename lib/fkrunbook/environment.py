@@ -58,7 +58,7 @@ def load_environments(path: str | Path) -> dict[str, Environment]:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise EnvironmentConfigError(f"environments file {str(path)!r} does not exist; "
-                                     "pass --environments with the path of runbooks/environments.yaml") from None
+                                     "fix [runbook] environments in fkrunbook.toml (fkrunbook init writes one)") from None
     except yaml.YAMLError:
         raise EnvironmentConfigError(f"environments file {str(path)!r} is not valid YAML; fix the syntax") from None
     envs = raw.get("environments") if isinstance(raw, dict) else None

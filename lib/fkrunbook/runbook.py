@@ -135,10 +135,11 @@ def run_demo(config: Config, rows: int = 2000, on_event: Callable[[str, dict], N
     are). ``on_event("sample_loaded", ...)`` reports the server and the sample before the run."""
     import shutil
 
-    from .sample import ensure_local_database, seed_demo_docs
+    from .sample import check_rows, ensure_local_database, seed_demo_docs
     from .server import ensure_server
 
     notify = on_event or (lambda kind, info: None)
+    check_rows(rows)
     env = get_environment("local", config.environments)
     notify("local_starting", {"data_dir": env.data_dir})
     server = ensure_server(env.data_dir, env.bin_dir)

@@ -44,8 +44,7 @@ def generate_data(conn: psycopg.Connection, rows: int = 2000, planted: int = 3) 
     grants, about rows organization and user events, rows/4 queue entries; ``planted`` extra
     orphans per foreign-key column that reference organizations that never existed.
     Deterministic: the same arguments give the same rows (ids are md5 of an index)."""
-    if rows < 10:
-        raise LocalServerError(f"--rows {rows} is too few: the sample needs at least 10 rows")
+    check_rows(rows)
     orgs = max(20, rows // 100)
     hard = max(2, orgs // 20)      # organizations hard-deleted after their children were written
     soft = max(1, orgs // 10)      # organizations soft-deleted (still present: not orphans)
@@ -139,6 +138,20 @@ def _count_mod(n: int, m: int, residues: set[int]) -> int:
     """How many i in [0, n) have i %% m in residues."""
     full, rest = divmod(n, m)
     return sum(full + (1 if r < rest else 0) for r in residues)
+
+
+def check_rows(rows: int) -> None:
+    if rows < 10:
+        raise LocalServerError(f"--rows {rows} is too few: the sample needs at least 10 rows")
+
+
+def reset_local(env, rows: int = 2000) -> SampleData:
+    """The local environment's database recreated with fresh sample data (its server started if it
+    is not running). A bad ``rows`` is refused before anything starts."""
+    from .server import ensure_server
+
+    check_rows(rows)
+    return ensure_local_database(ensure_server(env.data_dir, env.bin_dir), env.database, rows=rows, reset=True)
 
 
 def ensure_local_database(server, database: str, rows: int = 2000, reset: bool = False) -> SampleData | None:
