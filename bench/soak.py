@@ -95,26 +95,25 @@ def soak(runs: int, project: Path, rows: int = 2000) -> list[dict]:
     from fkrunbook.database import connect
     from fkrunbook.environment import get_environment
     from fkrunbook.quarantine import restore_quarantine
-    from fkrunbook.runbook import Project, run_phases
+    from fkrunbook.config import find_config
+    from fkrunbook.runbook import run_phases
     from fkrunbook.sample import ensure_local_database
     from fkrunbook.server import ensure_server
     from fkrunbook.spec import load_spec
 
-    proj = Project(project)
-    env = get_environment("local", proj.environments)
+    config = find_config(project)
+    env = get_environment("local", config.environments)
     server = ensure_server(env.data_dir)
     ensure_local_database(server, env.database, rows=rows, reset=True)
     url = server.url(env.database)
-    spec = load_spec(proj.spec)
+    spec = load_spec(config.spec)
     indexes_before = _indexes(url)
-    docs = project / "docs"
-    docs.mkdir(exist_ok=True)
     me = psutil.Process()
     figures = []
     with private_folders() as (runtime, temp):
         for number in range(1, runs + 1):
             started = time.monotonic()
-            result = run_phases(proj, "local", None, parameters={"confirm": True, "write": True, "docs_dir": docs})
+            result = run_phases(config, "local", None, parameters={"confirm": True, "write": True})
             seconds = time.monotonic() - started
             rollback_change(url, spec, indexes_before)
             restored = int(restore_quarantine(connect(env), result.run_id)["rows_restored"].sum())
@@ -141,8 +140,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "project"
-        for part in ("notebooks", "runbooks", "supabase"):
+        for part in ("runbooks", "supabase"):
             shutil.copytree(ROOT / part, project / part)
+        shutil.copy(ROOT / "fkrunbook.toml", project / "fkrunbook.toml")
         try:
             figures = soak(args.runs, project)
         finally:
