@@ -18,8 +18,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fkrunbook demo
 
+# The suite runs in parallel (pytest-xdist): whole files per worker, so a module's fixtures are
+# built once; one worker more than there are cores, as tests spend part of their time waiting on
+# servers, kernels and locks. `make test PYTEST_WORKERS=0` runs it in one process.
+PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 $(VENV)/.lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[lab,test]'

@@ -117,7 +117,8 @@ def pytest_sessionfinish(session, exitstatus):
         return
     config.stash[LEFTOVERS] = [describe(p) for p in leftovers]
     stop(leftovers)
-    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):  # keep 2 (interrupted) etc.
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -5,7 +5,7 @@ from fkrunbook.audit import audit_schema, render_findings
 from fkrunbook.executor import apply_plan
 from fkrunbook.orphans import clean_up_orphans
 
-from .test_cli import cli
+from .test_cli import invoke
 from .test_migration import MIGRATIONS
 
 
@@ -87,17 +87,17 @@ def test_audit_patterns_are_configurable(database, spec):
 
 def test_audit_cli_exit_codes_and_json(project_copy, database):
     env = {"STAGING_DATABASE_URL": database.url}
-    result = cli("audit", "--env", "staging", "--json", cwd=project_copy, env=env)
-    assert result.returncode == 1
+    result = invoke("audit", "--env", "staging", "--json", cwd=project_copy, env=env)
+    assert result.exit_code == 1
     findings = json.loads(result.stdout)
     assert {"table", "column", "finding", "declared", "detail"} <= set(findings[0])
     assert sum(not f["declared"] for f in findings) == 3
-    human = cli("audit", "--env", "staging", cwd=project_copy, env=env)
-    assert human.returncode == 1 and "missing_fk: 3 (3 undeclared). Fix: add a foreign key" in human.stdout
-    error = cli("audit", "--env", "nowhere", cwd=project_copy)
-    assert error.returncode == 2 and error.stderr.startswith("fkrunbook: error: environment 'nowhere'")
-    url = cli("audit", "--database-url", database.url.replace("postgres@", "postgres:Sekr1t@"), "--json",
+    human = invoke("audit", "--env", "staging", cwd=project_copy, env=env)
+    assert human.exit_code == 1 and "missing_fk: 3 (3 undeclared). Fix: add a foreign key" in human.stdout
+    error = invoke("audit", "--env", "nowhere", cwd=project_copy)
+    assert error.exit_code == 2 and error.stderr.startswith("fkrunbook: error: environment 'nowhere'")
+    url = invoke("audit", "--database-url", database.url.replace("postgres@", "postgres:Sekr1t@"), "--json",
               cwd=project_copy)
-    assert url.returncode == 1 and "Sekr1t" not in url.stdout + url.stderr
-    bad = cli("audit", "--database-url", "mysql://u:Sekr1t@h/db", cwd=project_copy)
-    assert bad.returncode == 2 and "--database-url is not a PostgreSQL URL" in bad.stderr and "Sekr1t" not in bad.stderr
+    assert url.exit_code == 1 and "Sekr1t" not in url.stdout + url.stderr
+    bad = invoke("audit", "--database-url", "mysql://u:Sekr1t@h/db", cwd=project_copy)
+    assert bad.exit_code == 2 and "--database-url is not a PostgreSQL URL" in bad.stderr and "Sekr1t" not in bad.stderr

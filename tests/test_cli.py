@@ -69,8 +69,8 @@ def test_the_console_script_exits_1_with_one_line_on_stderr_and_nothing_on_stdou
 
 
 def test_cli_outside_a_project_says_where_to_run(tmp_path):
-    result = cli("run", "--env", "local", cwd=tmp_path)
-    assert result.returncode == 1 and "no fkrunbook.toml at or above" in result.stderr and "fkrunbook init" in result.stderr
+    result = invoke("run", "--env", "local", cwd=tmp_path)
+    assert result.exit_code == 1 and "no fkrunbook.toml at or above" in result.stderr and "fkrunbook init" in result.stderr
 
 
 def test_cli_runs_a_phase_and_prints_the_evidence_path(project_copy, database, sample):
@@ -93,11 +93,11 @@ def test_cli_failed_phase_exits_non_zero_with_the_notebook_path(project_copy, da
 
 
 def test_generate_migrations_check_passes_on_the_committed_files(project_copy):
-    result = cli("generate-migrations", "--check", cwd=project_copy)
-    assert result.returncode == 0 and "match the spec" in result.stdout
+    result = invoke("generate-migrations", "--check", cwd=project_copy)
+    assert result.exit_code == 0 and "match the spec" in result.stdout
     (project_copy / "supabase" / "migrations" / "20261126120001_add_missing_org_fk_constraints.sql").write_text("--\n")
-    result = cli("generate-migrations", "--check", cwd=project_copy)
-    assert result.returncode == 1 and "differ from the spec" in result.stderr
+    result = invoke("generate-migrations", "--check", cwd=project_copy)
+    assert result.exit_code == 1 and "differ from the spec" in result.stderr
 
 
 def test_every_command_has_help_with_an_example():
@@ -125,8 +125,8 @@ def test_cli_rejects_an_injected_identifier_before_anything_runs(project_copy, d
     spec.write_text(spec.read_text().replace("table: impersonation_sessions_projection",
                                              "table: impersonation_sessions_projection; drop table y", 1))
     before = schema_state(database.url)
-    result = cli("run", "--env", "staging", cwd=project_copy, env={"STAGING_DATABASE_URL": database.url})
-    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
+    result = invoke("run", "--env", "staging", cwd=project_copy, env={"STAGING_DATABASE_URL": database.url})
+    assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1
     assert "'impersonation_sessions_projection; drop table y' is not a plain PostgreSQL identifier" in result.stderr
     assert not (project_copy / "audit").exists() and schema_state(database.url) == before
 
@@ -144,17 +144,17 @@ def test_cli_summary_table_and_archive_commands(project_copy, database):
     quiet = cli("run", "--env", "staging", "--phase", "orphan_check", "--quiet", cwd=project_copy, env=env)
     assert quiet.returncode == 0 and len(quiet.stdout.splitlines()) == 1
 
-    listing = cli("archive", "list", cwd=project_copy)
-    assert listing.returncode == 0 and len(listing.stdout.splitlines()) == 3  # header and two runs
+    listing = invoke("archive", "list", cwd=project_copy)
+    assert listing.exit_code == 0 and len(listing.stdout.splitlines()) == 3  # header and two runs
     run_id = listing.stdout.splitlines()[1].split()[0]
-    shown = cli("archive", "show", run_id, cwd=project_copy)
-    assert shown.returncode == 0 and f'"run_id": "{run_id}"' in shown.stdout
-    assert cli("archive", "show", "nope", cwd=project_copy).returncode == 1
-    verified = cli("archive", "verify", "staging", cwd=project_copy)
-    assert verified.returncode == 0 and "2 sealed run(s) verified" in verified.stdout
+    shown = invoke("archive", "show", run_id, cwd=project_copy)
+    assert shown.exit_code == 0 and f'"run_id": "{run_id}"' in shown.stdout
+    assert invoke("archive", "show", "nope", cwd=project_copy).exit_code == 1
+    verified = invoke("archive", "verify", "staging", cwd=project_copy)
+    assert verified.exit_code == 0 and "2 sealed run(s) verified" in verified.stdout
     (project_copy / "audit" / "staging" / run_id / "01_orphan_check.html").write_text("<p>rewritten</p>")
-    tampered = cli("archive", "verify", cwd=project_copy)
-    assert tampered.returncode == 1
+    tampered = invoke("archive", "verify", cwd=project_copy)
+    assert tampered.exit_code == 1
     assert f"staging/{run_id}: file 01_orphan_check.html changed" in tampered.stdout
     assert "the evidence was altered" in tampered.stderr
 
@@ -165,8 +165,8 @@ def test_cli_protected_environment_apply_needs_the_previewed_hash(project_copy, 
     clean_up_orphans(database.connect(), spec, tmp_path, "clean", confirm=True)
     env = {"PRODUCTION_DATABASE_URL": database.url}  # production is protected in the project's environments
     before = schema_state(database.url)
-    refused = cli("run", "--env", "production", "--phase", "apply", cwd=project_copy, env=env)
-    assert refused.returncode == 1 and "needs --approve PLAN_HASH" in refused.stderr
+    refused = invoke("run", "--env", "production", "--phase", "apply", cwd=project_copy, env=env)
+    assert refused.exit_code == 1 and "needs --approve PLAN_HASH" in refused.stderr
     assert "fkrunbook run --env production --phase migration_preview" in refused.stderr
     assert schema_state(database.url) == before
     preview = cli("run", "--env", "production", "--phase", "migration_preview", cwd=project_copy, env=env)

@@ -5,7 +5,7 @@ from fkrunbook.executor import apply_plan
 from fkrunbook.orphans import clean_up_orphans, find_orphans
 from fkrunbook.quarantine import QuarantineError, list_quarantine, restore_quarantine
 
-from .test_cli import cli
+from .test_cli import invoke
 from .test_migration import MIGRATIONS
 
 EVERY_ROW = ("SELECT 'sessions', to_jsonb(s) FROM impersonation_sessions_projection s UNION ALL "
@@ -49,11 +49,11 @@ def test_restore_of_an_unknown_run_is_one_clear_line(database):
         restore_quarantine(database.connect(), "nope")
 
 
-def test_quarantine_cli(project_copy, database, spec, tmp_path):
+def test_quarantine_invoke(project_copy, database, spec, tmp_path):
     clean_up_orphans(database.connect(), spec, tmp_path, "run-cli", confirm=True)
     env = {"STAGING_DATABASE_URL": database.url}
-    listed = cli("quarantine", "list", "--env", "staging", cwd=project_copy, env=env)
-    assert listed.returncode == 0 and "run-cli" in listed.stdout
-    restored = cli("quarantine", "restore", "run-cli", "--env", "staging", cwd=project_copy, env=env)
-    assert restored.returncode == 0 and "restored" in restored.stdout.splitlines()[-1]
+    listed = invoke("quarantine", "list", "--env", "staging", cwd=project_copy, env=env)
+    assert listed.exit_code == 0 and "run-cli" in listed.stdout
+    restored = invoke("quarantine", "restore", "run-cli", "--env", "staging", cwd=project_copy, env=env)
+    assert restored.exit_code == 0 and "restored" in restored.stdout.splitlines()[-1]
     assert not find_orphans(database.connect(), spec).clean  # the orphans are back, as they were

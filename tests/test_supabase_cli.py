@@ -4,6 +4,7 @@ history the CLI expects, and files the CLI applies are seen by the runbook as ap
 Skipped only where Node.js is absent. The CLI is taken from .cache/supabase-cli (where .ci/run
 installs it) and installed there with npm if missing.
 """
+import fcntl
 import os
 import shutil
 import subprocess
@@ -28,10 +29,15 @@ def supabase():
     if not shutil.which("node") or not shutil.which("npm"):
         pytest.skip("Node.js and npm are not installed: the Supabase CLI comes from npm")
     binary = CACHE / "node_modules" / ".bin" / "supabase"
-    if not binary.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["npm", "install", "--prefix", str(CACHE), "--no-audit", "--no-fund", "-E",
-                        f"supabase@{VERSION}"], check=True, capture_output=True, timeout=600)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    folder = os.open(CACHE, os.O_RDONLY)
+    try:  # parallel test workers: one installs, the others wait on the folder's lock
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        if not binary.exists():
+            subprocess.run(["npm", "install", "--prefix", str(CACHE), "--no-audit", "--no-fund", "-E",
+                            f"supabase@{VERSION}"], check=True, capture_output=True, timeout=600)
+    finally:
+        os.close(folder)  # releases the lock
     version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=True).stdout.strip()
     assert version == VERSION
     return binary

@@ -11,14 +11,28 @@ import psycopg
 import pytest
 
 FKRUNBOOK = str(Path(sys.executable).parent / "fkrunbook")
+_STARTED: list[subprocess.Popen] = []
 
 
 def start_cli(project, database, *args):
-    """`fkrunbook ...` in the background, as an operator would start it."""
+    """`fkrunbook ...` in the background, as an operator would start it (stopped at the test's
+    teardown, with its kernel, if the test did not see it end)."""
     env = {**os.environ, "STAGING_DATABASE_URL": database.url}
-    log = open(project / "cli.log", "w")
-    return subprocess.Popen([FKRUNBOOK, *args], cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    with open(project / "cli.log", "w") as log:
+        proc = subprocess.Popen([FKRUNBOOK, *args], cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    _STARTED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _background_cli_stopped():
+    """A test that fails half-way (a statement never seen, a wait that timed out) leaves no runbook running."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            kill_everything(proc)
 
 
 def wait_for_statement(url, prefix, timeout=90):
