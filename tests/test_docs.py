@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from fkrunbook.config import DocsLayout
-from fkrunbook.docs import BEGIN, END, IndexEntry, merge_block, merge_keyword_rows, planned_docs, update_docs
+from fkrunbook.docs import BEGIN, END, merge_block, planned_docs, update_docs
+from fkrunbook.keywords import IndexEntry, merge_keyword_rows
 from fkrunbook.executor import apply_plan
 from fkrunbook.orphans import clean_up_orphans
 
