@@ -18,9 +18,10 @@ import pytest
 from psycopg import sql
 
 from fkrunbook.compat import ROLES, SCHEMAS, CompatLayer, apply_compat
+from fkrunbook.environment import Environment
 from fkrunbook.errors import FkrunbookError, SchemaLoadError
 from fkrunbook.history import list_local, split_statements
-from fkrunbook.rehearsal import load_dump, load_migrations, locate_statements, strip_meta_commands
+from fkrunbook.rehearsal import load_dump, load_migrations, locate_statements, reset_local_from, strip_meta_commands
 from fkrunbook.server import embedded_bin_dir, ensure_server, stop_server
 
 MIGRATIONS = Path(__file__).parent / "compat_project" / "supabase" / "migrations"
@@ -353,3 +354,68 @@ def test_broken_dump_names_its_line_and_keeps_nothing(fresh18, tmp_path):
 def test_missing_dump_refused(fresh18, tmp_path):
     with pytest.raises(SchemaLoadError, match=r"^dump file '.*nope.sql' does not exist; write one with `supabase db dump"):
         load_dump(fresh18, tmp_path / "nope.sql")
+
+
+# -- the local environment rebuilt from a team's files -------------------------------------------
+@pytest.fixture
+def local_env(server):
+    name = f"local_{uuid.uuid4().hex[:8]}"
+    yield Environment("local", "embedded", data_dir=server.data_dir, database=name)
+    _drop(server, name)
+    _drop(server, f"{name}__loading")
+
+
+def _databases(server, env):
+    return {r[0] for r in _rows(server.url(), "SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                (env.database + "%",))}
+
+
+def test_reset_local_from_migrations_then_from_a_dump(server, local_env, tmp_path):
+    result = reset_local_from(local_env, migrations_dir=MIGRATIONS)
+    assert (result.database, result.files, result.counts) == (local_env.database, tuple(
+        m.filename for m in list_local(MIGRATIONS)), TEAM)
+    assert "publication supabase_realtime" in result.compat
+    assert _stand_ins(result.stand_ins) == ALWAYS_STOOD_IN | {"uuid-ossp", "pgcrypto"}
+    assert result.lines[0].startswith(f"loaded 4 files from {MIGRATIONS} into {local_env.database!r} (PostgreSQL 18")
+    assert result.lines[1].startswith("Supabase compatibility layer created ") and "1 publication" in result.lines[1]
+    url = server.url(local_env.database)
+    assert len(_rows(url, "SELECT version FROM supabase_migrations.schema_migrations")) == 4
+    assert _rows(url, "SHOW search_path") == [('"$user", public, extensions',)]  # Supabase's, for every session
+    dump = tmp_path / "schema.sql"
+    dump.write_text(SUPABASE_DUMP)
+    assert reset_local_from(local_env, dump=dump).counts["tables"] == 1
+    assert _rows(url, "SELECT to_regclass('public.domain_events')") == [(None,)]
+    assert _databases(server, local_env) == {local_env.database}
+
+
+def test_reset_local_from_a_broken_folder_leaves_the_database_as_it_was(server, local_env, tmp_path):
+    reset_local_from(local_env, migrations_dir=MIGRATIONS)
+    folder = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, folder)
+    (folder / "20250301000000_broken.sql").write_text("select * from nowhere;\n")
+    with pytest.raises(SchemaLoadError, match=r"^20250301000000_broken.sql line 1: relation \"nowhere\" does not exist "
+                                              rf".*; local database '{local_env.database}' left as it was$"):
+        reset_local_from(local_env, migrations_dir=folder)
+    assert _databases(server, local_env) == {local_env.database}
+    assert len(_rows(server.url(local_env.database), "SELECT version FROM supabase_migrations.schema_migrations")) == 4
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "give either a migrations folder (--from-migrations) or a dump file (--from-dump), not both or neither"),
+    ({"migrations_dir": "m", "dump": "d.sql"}, "give either a migrations folder"),
+    ({"migrations_dir": "missing"}, "migrations folder '{tmp}/missing' does not exist"),
+    ({"dump": "missing.sql"}, "dump file '{tmp}/missing.sql' does not exist"),
+], ids=["neither", "both", "missing-folder", "missing-dump"])
+def test_reset_local_from_bad_input_starts_nothing(tmp_path, kwargs, message):
+    env = Environment("local", "embedded", data_dir=tmp_path / "data", database="fkrunbook")
+    kwargs = {k: tmp_path / v for k, v in kwargs.items()}
+    with pytest.raises(SchemaLoadError) as caught:
+        reset_local_from(env, **kwargs)
+    assert str(caught.value).startswith(message.format(tmp=tmp_path))
+    assert not (tmp_path / "data").exists()  # no server initialised or started
+
+
+def test_reset_local_from_refuses_a_url_environment(tmp_path):
+    env = Environment("staging", "url", url_env="STAGING_DB_URL")
+    with pytest.raises(SchemaLoadError, match="^environment 'staging' is not the embedded kind"):
+        reset_local_from(env, migrations_dir=MIGRATIONS)

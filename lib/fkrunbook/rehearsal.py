@@ -1,7 +1,7 @@
 """A rehearsal copy of a team's own schema: its migrations or its dump, loaded into a local
 PostgreSQL the way the Supabase CLI loads them, on top of :mod:`fkrunbook.compat`.
 
-Migrations (:func:`load_migrations`) load as ``supabase migration up`` / ``db reset`` apply them
+Migrations (:func:`load_migrations`) load as ``supabase migration up`` applies them
 (CLI 2.117.0, seen in the server's statement log): files in version order, versions already in
 the history skipped; each file split into statements as the CLI splits it and run in one
 transaction that ends with the CLI's INSERT into ``supabase_migrations.schema_migrations``;
@@ -10,6 +10,9 @@ transaction that ends with the CLI's INSERT into ``supabase_migrations.schema_mi
 after each file. A dump (:func:`load_dump`) loads in one transaction, psql's backslash commands
 skipped. A statement that fails stops the load: the error names the file, the line where the
 statement starts and PostgreSQL's message, and the file's open transaction is rolled back.
+
+:func:`reset_local_from` builds the local environment's database that way under a temporary name
+and swaps it in only when the load succeeded (a failed load leaves the previous one as it was).
 """
 from __future__ import annotations
 
@@ -17,13 +20,14 @@ import contextlib
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from . import history
-from .compat import CompatLayer, connection, read_compat, statement_body
+from .compat import CompatLayer, apply_compat, connection, read_compat, statement_body
 from .errors import SchemaLoadError
 from .sqltext import depth_split, lex
 
@@ -153,6 +157,45 @@ def load_dump(conn_or_url, file: str | Path, compat: CompatLayer | None = None) 
         return _result(conn, compat, str(file), [file.name], before, started, [])
 
 
+def reset_local_from(env, migrations_dir: str | Path | None = None, dump: str | Path | None = None) -> LoadResult:
+    """The local (embedded) environment's database recreated from the team's migrations folder or
+    dump, on the compatibility layer (its server started if it is not running). Built as
+    ``<database>__loading`` and renamed when complete; on failure that copy is dropped and the
+    previous database is left as it was. ``seconds`` counts it all, the server's start included."""
+    from .server import ensure_server
+
+    if (migrations_dir is None) == (dump is None):
+        raise SchemaLoadError("give either a migrations folder (--from-migrations) or a dump file (--from-dump), "
+                              "not both or neither")
+    if env.kind != "embedded":
+        raise SchemaLoadError(f"environment {env.name!r} is not the embedded kind: only the local database is "
+                              "rebuilt from a team's files; use --env local")
+    source = dump_file(dump) if dump is not None else Path(migrations_dir)
+    if dump is None:
+        migration_files(source)  # a bad folder is refused before any server starts
+    started = time.monotonic()
+    server = ensure_server(env.data_dir, env.bin_dir)
+    loading = f"{env.database}__loading"
+    with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
+        _drop_database(admin, loading)
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(loading)))
+        try:
+            with psycopg.connect(server.url(loading), autocommit=True) as conn:
+                layer = apply_compat(conn)
+                result = load_dump(conn, source, layer) if dump is not None else load_migrations(conn, source, layer)
+        except SchemaLoadError as err:
+            _drop_database(admin, loading)
+            raise SchemaLoadError(f"{err}; local database {env.database!r} left as it was", file=err.file,
+                                  line=err.line, sqlstate=err.sqlstate) from None
+        except BaseException:
+            _drop_database(admin, loading)
+            raise
+        _drop_database(admin, env.database)
+        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(loading),
+                                                                      sql.Identifier(env.database)))
+    return replace(result, database=env.database, compat=tuple(layer.created), seconds=time.monotonic() - started)
+
+
 def migration_files(directory: str | Path) -> list[history.MigrationFile]:
     directory = Path(directory)
     if not directory.is_dir():
@@ -228,3 +271,7 @@ def _result(conn, compat, source, loaded, before, started, skipped) -> LoadResul
     return LoadResult(source=source, files=tuple(loaded), counts={k: after[k] - before[k] for k in KINDS},
                       stand_ins=tuple(compat.report()), skipped=tuple(skipped), seconds=time.monotonic() - started,
                       database=conn.info.dbname, server_version=compat.server_version)
+
+
+def _drop_database(admin, name: str) -> None:
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
