@@ -181,3 +181,13 @@ class RowMakerError(FkrunbookError):
 
 class EvidenceUnwritableError(FkrunbookError):
     """The evidence (run folder, quarantine copy) cannot be written: the change is not attempted."""
+
+
+class SchemaLoadError(FkrunbookError):
+    """A team's migrations or dump could not be loaded into the local database: a file is missing,
+    or a statement failed (``file``, ``line`` where it starts, PostgreSQL's ``sqlstate``)."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 sqlstate: str | None = None):
+        self.file, self.line, self.sqlstate = file, line, sqlstate
+        super().__init__(message)
