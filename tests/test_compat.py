@@ -419,3 +419,26 @@ def test_reset_local_from_refuses_a_url_environment(tmp_path):
     env = Environment("staging", "url", url_env="STAGING_DB_URL")
     with pytest.raises(SchemaLoadError, match="^environment 'staging' is not the embedded kind"):
         reset_local_from(env, migrations_dir=MIGRATIONS)
+
+
+def test_local_reset_from_the_configured_migrations_through_the_cli(tmp_path):
+    """`fkrunbook local reset --from-migrations` in a team's repository: the default folder is the
+    one fkrunbook.toml names; each stand-in is one line; a missing folder is one line, exit 1."""
+    import shutil
+
+    from fkrunbook.server import stop_server
+
+    from .test_cli import invoke
+
+    assert invoke("init", cwd=tmp_path).exit_code == 0
+    shutil.copytree(MIGRATIONS, tmp_path / "supabase" / "migrations")
+    try:
+        result = invoke("local", "reset", "--from-migrations", cwd=tmp_path)
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith(f"loaded 4 files from {tmp_path / 'supabase' / 'migrations'} into 'fkrunbook'")
+        assert any(line.startswith("stand-in for extension pg_graphql: ") for line in lines)
+        missing = invoke("local", "reset", "--from-migrations", "no/such", cwd=tmp_path)
+        assert missing.exit_code == 1 and "migrations folder 'no/such' does not exist" in missing.stderr
+    finally:
+        stop_server(tmp_path / ".fkrunbook" / "local")

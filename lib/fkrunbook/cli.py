@@ -223,13 +223,29 @@ def local_start(project):
 
 @local.command("reset")
 @click.option("--rows", type=int, default=2000, show_default=True, help="Sample size; millions for benchmarks.")
+@click.option("--from-migrations", "from_migrations", is_flag=False, flag_value="", default=None, metavar="[DIR]",
+              help="Build the team's schema from its migrations instead (default DIR: the Supabase folder's "
+                   "migrations/ in fkrunbook.toml), on a Supabase compatibility layer. No sample data yet.")
+@click.option("--from-dump", "from_dump", type=click.Path(dir_okay=False),
+              help="Build the team's schema from a `supabase db dump` / `pg_dump --schema-only` file instead.")
 @project_option
 @_friendly
-def local_reset(rows, project):
-    """Recreate the local database: baseline schema and fresh sample data with planted orphans.
+def local_reset(rows, from_migrations, from_dump, project):
+    """Recreate the local database: fkrunbook's sample schema with fresh sample data and planted
+    orphans, or (--from-migrations, --from-dump) the team's own schema.
 
-    Example: fkrunbook local reset --rows 1000000
+    Example: fkrunbook local reset --from-migrations
     """
+    if from_migrations is not None or from_dump:
+        from .rehearsal import reset_local_from
+
+        config = _config(project)
+        env = _local_env(project)
+        folder = (Path(from_migrations) if from_migrations else config.migrations) if from_migrations is not None \
+            else None
+        for line in reset_local_from(env, migrations_dir=folder, dump=from_dump).lines:
+            click.echo(line)
+        return
     from .sample import reset_local
 
     env = _local_env(project)
