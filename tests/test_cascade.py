@@ -90,3 +90,13 @@ def test_cascade_makes_rows_that_a_stricter_real_schema_accepts(database, spec, 
     assert result.passed and result.counts_match
     assert schema_state(database.url) == before
     assert database.sql("SELECT count(*) FROM users")[0][0] == users_before == 0
+
+
+def test_cascade_on_an_environment_without_organizations(database, spec, tmp_path):
+    db = _apply(database, spec, tmp_path)
+    database.sql("TRUNCATE organizations_projection CASCADE")  # and every table referencing it
+    before = schema_state(database.url)
+    result = validate_cascade(db, spec)
+    assert result.passed and result.counts_match and (result.counts["before"] == 0).all()
+    assert len(result.checks) == len(spec.foreign_keys) and result.checks["organization_deleted"].all()
+    assert schema_state(database.url) == before
