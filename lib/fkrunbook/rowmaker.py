@@ -77,9 +77,9 @@ class TableInfo:
 
 
 class RowMaker:
-    def __init__(self, conn: psycopg.Connection, seed: int | None = None):
+    def __init__(self, conn: psycopg.Connection):
         self.conn = conn
-        self.rng = random.Random(seed)
+        self.rng = random.Random()
         self._tables: dict[tuple[str, str], TableInfo] = {}
         self._types: dict[int, TypeInfo] = {}
 
@@ -359,7 +359,9 @@ class _Attempts:
         pinned = {r: self.fixed[c] for c, r in zip(cols, ref_cols) if c in self.fixed}
         found = None
         if fk not in self.new_parent:
-            where = sql.SQL(" AND ").join(sql.SQL("CAST({} AS text) = %s").format(sql.Identifier(r)) for r in pinned)
+            ref = self.maker.table(ref_schema, ref_table)
+            where = sql.SQL(" AND ").join(sql.SQL("{} = CAST(%s AS {})").format(
+                sql.Identifier(r), sql.SQL(ref.columns[r].type_sql)) for r in pinned)
             found = self.maker.conn.execute(sql.SQL("SELECT {} FROM {} {} LIMIT 1").format(
                 sql.SQL(", ").join(sql.SQL("CAST({} AS text)").format(sql.Identifier(r)) for r in ref_cols),
                 sql.Identifier(ref_schema, ref_table), sql.SQL("WHERE ") + where if pinned else sql.SQL("")),
