@@ -210,8 +210,8 @@ class RowMaker:
         fixed = {k: (None if v is None else str(v)) for k, v in (values or {}).items()}
         unknown = set(fixed) - set(info.columns)
         if unknown:
-            raise RowMakerError(f"{info.label} has no column {sorted(unknown)[0]}", table=info.label,
-                                column=sorted(unknown)[0])
+            raise RowMakerError(f"{info.label} has no column {sorted(unknown)[0]}; check the spec's column names",
+                                table=info.label, column=sorted(unknown)[0])
         return _Attempts(self, info, fixed, depth).run()
 
     def template(self, info: TableInfo) -> dict[str, str | None] | None:
@@ -294,8 +294,8 @@ class _Attempts:
                         raise _NoRow()
                 return made
             except _NoRow:
-                last = ("no row", None, list(self.pools))
-                self._advance(list(self.pools))
+                last = ("no row", None, [])
+                self._advance([])
             except psycopg.Error as err:
                 if not is_rejection(err):
                     raise
@@ -316,7 +316,7 @@ class _Attempts:
                         if c in self.pools and c not in self.fk_of:
                             self.pools[c] = self._pool(self.info.columns[c])  # fresh uuids and random parts
                     self._refresh_parents(cols)
-                self._advance(cols or list(self.pools))
+                self._advance(cols)
         user = self.maker.conn.execute("SELECT current_user::text").fetchone()[0]
         raise _refusal(self.info, last, user)
 
