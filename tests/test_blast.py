@@ -57,3 +57,16 @@ def test_default_is_the_organization_with_most_dependents(database, spec, tmp_pa
 def test_unknown_organization_is_one_clear_line(database, spec):
     with pytest.raises(OrganizationNotFoundError, match="organization 'no-such-org' is not in"):
         blast_radius(database.connect(), spec, "no-such-org")
+
+
+def test_no_organization_yet_is_nothing_to_measure(database, spec, tmp_path):
+    db = database.connect()
+    clean_up_orphans(db, spec, tmp_path, "clean", confirm=True)
+    apply_plan(db, spec, MIGRATIONS, {})
+    database.sql("TRUNCATE organizations_projection CASCADE")
+    result = blast_radius(db, spec)
+    assert result.organization is None and result.rows.empty and not result.blocked
+    assert "Nothing to measure" in result.verdict.data and "public.organizations_projection" in result.verdict.data
+    assert result.results() == {"organization": None, "blocked": False, "rows_deleted": 0}
+    with pytest.raises(OrganizationNotFoundError, match="organization 'org-1' is not in"):
+        blast_radius(db, spec, "org-1")  # one named explicitly stays an error

@@ -1,6 +1,12 @@
+import threading
+from dataclasses import replace
+
+import psycopg
 import pytest
 
 from fkrunbook.cascade import validate_cascade
+from fkrunbook.database import Database
+from fkrunbook.environment import Environment
 from fkrunbook.errors import CascadeValidationError
 from fkrunbook.executor import apply_plan
 from fkrunbook.orphans import clean_up_orphans
@@ -90,3 +96,79 @@ def test_cascade_makes_rows_that_a_stricter_real_schema_accepts(database, spec, 
     assert result.passed and result.counts_match
     assert schema_state(database.url) == before
     assert database.sql("SELECT count(*) FROM users")[0][0] == users_before == 0
+
+
+def test_cascade_on_an_environment_without_organizations(database, spec, tmp_path):
+    db = _apply(database, spec, tmp_path)
+    database.sql("TRUNCATE organizations_projection CASCADE")  # and every table referencing it
+    before = schema_state(database.url)
+    result = validate_cascade(db, spec)
+    assert result.passed and result.counts_match and (result.counts["before"] == 0).all()
+    assert len(result.checks) == len(spec.foreign_keys) and result.checks["organization_deleted"].all()
+    assert schema_state(database.url) == before
+
+
+@pytest.fixture
+def owner(database, spec, monkeypatch):
+    """The database as a role that owns the spec's tables but is neither superuser nor BYPASSRLS:
+    FORCE ROW LEVEL SECURITY applies to it."""
+    role = f"owner_{database.name}"
+    database.sql(f'CREATE ROLE "{role}" LOGIN')
+    for table in [spec.parent.table] + spec.child_tables:
+        database.sql(f'ALTER TABLE {table} OWNER TO "{role}"')
+    url = database.url.replace("postgres@", f"{role}@")
+    monkeypatch.setenv("FKRUNBOOK_OWNER_URL", url)
+    yield Database(Environment("owner", "url", url_env="FKRUNBOOK_OWNER_URL"), url)
+    database.sql(f'REASSIGN OWNED BY "{role}" TO postgres; DROP OWNED BY "{role}"; DROP ROLE "{role}"')
+
+
+def test_cascade_is_not_fooled_by_row_level_security_hiding_a_survivor(database, spec, tmp_path, owner):
+    clean_up_orphans(database.connect(), spec, tmp_path, "clean", confirm=True)
+    for fk in spec.foreign_keys:  # target_org_id: SET NULL, so its row survives the delete
+        on_delete = "SET NULL" if fk.column == "target_org_id" else "CASCADE"
+        database.sql(f"ALTER TABLE {fk.table} ALTER COLUMN {fk.column} DROP NOT NULL")
+        database.sql(f"ALTER TABLE {fk.table} ADD CONSTRAINT {fk.constraint} FOREIGN KEY ({fk.column}) "
+                     f"REFERENCES organizations_projection (id) ON DELETE {on_delete}")
+    database.sql("ALTER TABLE impersonation_sessions_projection ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY")
+    database.sql("CREATE POLICY live_orgs ON impersonation_sessions_projection "
+                 "USING (target_org_id IN (SELECT id FROM organizations_projection))")  # hides it once the org goes
+    with pytest.raises(CascadeValidationError, match="left rows behind in impersonation_sessions_projection.target_org_id"):
+        validate_cascade(owner, spec)
+
+
+def test_cascade_under_forced_row_level_security_on_the_owner(database, spec, tmp_path, owner):
+    _apply(database, spec, tmp_path)
+    for table in spec.child_tables + [spec.parent.table]:
+        database.sql(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY")
+        database.sql(f"CREATE POLICY everyone ON {table} USING (true)")
+    before = schema_state(database.url)
+    result = validate_cascade(owner, spec)
+    assert result.passed and result.checks["cascaded"].all()
+    assert schema_state(database.url) == before
+
+
+def test_an_environment_failure_stops_the_test_in_one_line(database, spec, tmp_path):
+    db = _apply(database, spec, tmp_path)
+    spec = replace(spec, migration=replace(spec.migration, lock_timeout="100ms"))
+    holding, done = threading.Event(), threading.Event()
+
+    def hold_lock():  # another session blocks writes to one child table
+        with psycopg.connect(database.url) as conn:
+            conn.execute("LOCK TABLE impersonation_sessions_projection IN SHARE MODE")
+            holding.set()
+            done.wait(10)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    holding.wait(10)
+    before = schema_state(database.url)
+    try:
+        with pytest.raises(CascadeValidationError) as caught:
+            validate_cascade(db, spec)
+    finally:
+        done.set()
+        holder.join()
+    message = str(caught.value)
+    assert "\n" not in message and "the cascade test stopped: canceling statement due to lock timeout (SQLSTATE 55P03)" \
+        in message and "nothing was kept" in message
+    assert schema_state(database.url) == before

@@ -35,10 +35,14 @@ ORDER BY c.relname, con.conname
 """
 
 
+COLUMNS = ["path", "table", "columns", "on_delete", "rows", "effect"]
+
+
 @dataclass
 class BlastRadius:
-    organization: dict          # id, slug, name
+    organization: dict | None   # id, slug; None: the parent table has no organization to measure
     rows: pd.DataFrame          # path, table, columns, on_delete, rows, effect
+    parent: str = ""            # the parent table, schema-qualified
 
     @property
     def blocked(self) -> bool:
@@ -46,6 +50,9 @@ class BlastRadius:
 
     @property
     def verdict(self) -> Markdown:
+        if self.organization is None:
+            return Markdown(f"**Nothing to measure**: {self.parent} has no organization yet, so no hard delete "
+                            "can remove anything here.")
         org = f"`{self.organization['slug']}` ({self.organization['id']})"
         if self.blocked:
             blockers = self.rows[(self.rows["effect"] == "BLOCKS the delete") & (self.rows["rows"] > 0)]
@@ -59,18 +66,21 @@ class BlastRadius:
                            "foreign key" if left["rows"].sum() else "") + ".")
 
     def results(self) -> dict:
-        return {"organization": self.organization["id"], "blocked": self.blocked,
+        return {"organization": self.organization["id"] if self.organization else None, "blocked": self.blocked,
                 "rows_deleted": int(self.rows.loc[self.rows["effect"] == "deleted", "rows"].sum())}
 
 
 def blast_radius(db: Database, spec: Spec, organization: str = "") -> BlastRadius:
     """Follow the foreign keys from one organization (by id or slug; by default the one with the
-    most rows referencing it through foreign keys)."""
+    most rows referencing it through foreign keys). With no organization named and none in the
+    parent table, there is nothing to measure: the result says so."""
     parent = spec.parent
     root = qualified(spec.schema, parent.table)
     with db.read_only() as conn:
         edges = conn.execute(text(EDGES)).mappings().all()
         org = _pick(conn, spec, edges, organization)
+        if org is None:
+            return BlastRadius(None, pd.DataFrame([], columns=COLUMNS), f"{spec.schema}.{parent.table}")
         cond = f"{ident(parent.column)} = {literal(org['id'])}"
         rows = []
         _walk(conn, edges, (spec.schema, parent.table), cond, [parent.table], rows, 1)
@@ -91,8 +101,7 @@ def blast_radius(db: Database, spec: Spec, organization: str = "") -> BlastRadiu
                 {"id": org["id"], "kind": exc.discriminator.value}).scalar()
             rows.append((f"{parent.table} ~> {exc.table}", f"{spec.schema}.{exc.table}", exc.column,
                          "(intentionally none)", int(count), "left behind: kept as history"))
-    frame = pd.DataFrame(rows, columns=["path", "table", "columns", "on_delete", "rows", "effect"])
-    return BlastRadius(org, frame)
+    return BlastRadius(org, pd.DataFrame(rows, columns=COLUMNS), f"{spec.schema}.{parent.table}")
 
 
 def _walk(conn, edges, table, cond, path, rows, depth) -> None:
@@ -116,7 +125,7 @@ def _walk(conn, edges, table, cond, path, rows, depth) -> None:
             _walk(conn, edges, child, child_cond, path + [edge["child"]], rows, depth + 1)
 
 
-def _pick(conn, spec: Spec, edges, organization: str) -> dict:
+def _pick(conn, spec: Spec, edges, organization: str) -> dict | None:
     parent = spec.parent
     root = qualified(spec.schema, parent.table)
     columns = conn.execute(text(
@@ -139,6 +148,6 @@ def _pick(conn, spec: Spec, edges, organization: str) -> dict:
         row = conn.execute(text(f"SELECT o.{ident(parent.column)}::text, o.{ident(label)}::text FROM {root} o "
                                 f"ORDER BY {order}o.{ident(parent.column)} LIMIT 1")).fetchone()
         if row is None:
-            raise OrganizationNotFoundError(f"{root} has no organization to look at")
+            return None
     return {"id": row[0], "slug": row[1]}
 

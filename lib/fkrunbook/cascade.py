@@ -4,12 +4,18 @@ Inside ONE transaction that is always rolled back: make a test organization (and
 for tables with two organization columns), make one child row per spec'd foreign key that
 references it, delete the test organization, and check that each child row is gone while the
 second organization is untouched. Nothing is left behind on any environment.
+
+Every other organization column of a child row names the second organization. Where row-level
+security filters a child table for the runbook's role, a row that looks gone may only be hidden:
+the transaction's own deletion count for that table must account for it. A database error (a
+timeout, a lost connection, a refused delete) stops the test with one line; nothing is kept.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import pandas as pd
+import psycopg
 from psycopg import sql
 
 from .catalog import foreign_key_states
@@ -17,7 +23,7 @@ from .database import Database
 from .errors import CascadeValidationError
 from .rowmaker import RowMaker, RowMakerError
 from .spec import Spec
-from .sqltext import literal
+from .sqltext import literal, qualified
 
 STATEMENT_TIMEOUT = "60s"  # the test touches a handful of rows; its lock waits use the spec's lock_timeout
 
@@ -49,36 +55,21 @@ def validate_cascade(db: Database, spec: Spec) -> CascadeResult:
         raise CascadeValidationError(f"no foreign key on {missing[0]} yet: run the apply phase first", table=missing[0])
     tables = [spec.parent.table] + spec.child_tables
     before = _counts(db, spec, tables)
-    parent = spec.parent
-    rows = []
     with db.connect_raw() as conn:
         try:
             conn.execute(f"SET lock_timeout = {literal(spec.migration.lock_timeout)}")
             conn.execute(f"SET statement_timeout = {literal(STATEMENT_TIMEOUT)}")
-            maker = RowMaker(conn)
-            try:
-                test_org = maker.insert(spec.schema, parent.table)[parent.column]
-                bystander = maker.insert(spec.schema, parent.table)[parent.column]
-                children = []
-                for fk in spec.foreign_keys:
-                    values = {fk.column: test_org}
-                    values.update({other.column: bystander for other in spec.foreign_keys
-                                   if other.table == fk.table and other.column != fk.column})
-                    row = maker.insert(spec.schema, fk.table, values)
-                    key = maker.table(spec.schema, fk.table).primary_key or list(row)
-                    children.append((fk, {k: row[k] for k in key}))
-            except RowMakerError as err:
-                raise CascadeValidationError(f"cannot make test rows: {err}; the cascade test needs rows the "
-                                             "database accepts", table=None) from None
-            deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(
-                sql.Identifier(spec.schema, parent.table), sql.Identifier(parent.column)), (test_org,)).rowcount
-            for fk, key in children:
-                remaining = _exists(conn, spec.schema, fk.table, key)
-                rows.append((fk.label, fk.on_delete, ", ".join(f"{k}={v}" for k, v in key.items()), deleted == 1,
-                             not remaining))
-            bystander_kept = _exists(conn, spec.schema, parent.table, {parent.column: bystander})
+            rows, bystander_kept = _run_test(conn, spec)
+        except psycopg.Error as err:  # a timeout, a lost connection, a refused delete: nothing was kept
+            raise CascadeValidationError(
+                f"the cascade test stopped: {db.redact(_first_line(err))} (SQLSTATE {err.sqlstate or 'none'}); "
+                "its transaction was rolled back and nothing was kept; fix the cause and run it again",
+                table=None) from err
         finally:
-            conn.rollback()
+            try:
+                conn.rollback()
+            except psycopg.Error:
+                pass  # the connection is gone, and its transaction with it
     after = _counts(db, spec, tables)
     checks = pd.DataFrame(rows, columns=["column", "on_delete", "test_row", "organization_deleted", "cascaded"])
     counts = pd.DataFrame({"table": tables, "before": [before[t] for t in tables], "after": [after[t] for t in tables]})
@@ -89,8 +80,67 @@ def validate_cascade(db: Database, spec: Spec) -> CascadeResult:
                                      "check the ON DELETE action of those foreign keys", table=survivors)
     if not bystander_kept:
         raise CascadeValidationError("deleting the test organization also removed the second test organization",
-                                     table=parent.table)
+                                     table=spec.parent.table)
     return result
+
+
+def _run_test(conn, spec: Spec) -> tuple[list[tuple], bool]:
+    """Make the test rows, delete the test organization, and look at what is left (all in the
+    caller's transaction, which the caller rolls back)."""
+    parent = spec.parent
+    maker = RowMaker(conn)
+    try:
+        test_org = maker.insert(spec.schema, parent.table)[parent.column]
+        bystander = maker.insert(spec.schema, parent.table)[parent.column]
+        children = []
+        for fk in spec.foreign_keys:
+            values = {c: bystander for c in _organization_columns(maker, spec, fk.table)}
+            values[fk.column] = test_org  # every other organization column names the bystander
+            row = maker.insert(spec.schema, fk.table, values)
+            key = maker.table(spec.schema, fk.table).primary_key or list(row)
+            children.append((fk, {k: row[k] for k in key}))
+    except RowMakerError as err:
+        raise CascadeValidationError(f"cannot make test rows: {err}", table=err.table) from None
+    hidden = _hidden_tables(conn, spec, children)
+    deletions = {t: _deleted(conn, spec.schema, t) for t in hidden}
+    deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(
+        sql.Identifier(spec.schema, parent.table), sql.Identifier(parent.column)), (test_org,)).rowcount
+    gone = [not _exists(conn, spec.schema, fk.table, key) for fk, key in children]
+    for table in hidden:  # row-level security may hide a row that is still there: count the deletions
+        looks_gone = [i for i, (fk, _) in enumerate(children) if fk.table == table and gone[i]]
+        if _deleted(conn, spec.schema, table) - deletions[table] < len(looks_gone):
+            for i in looks_gone:
+                gone[i] = False
+    rows = [(fk.label, fk.on_delete, ", ".join(f"{k}={v}" for k, v in key.items()), deleted == 1, gone[i])
+            for i, (fk, key) in enumerate(children)]
+    return rows, _exists(conn, spec.schema, parent.table, {parent.column: bystander})
+
+
+def _organization_columns(maker: RowMaker, spec: Spec, table: str) -> list[str]:
+    """The table's columns with a one-column foreign key to the organization column."""
+    return [cols[0] for cols, ref_schema, ref_table, ref_cols in maker.table(spec.schema, table).foreign_keys.values()
+            if len(cols) == 1 and (ref_schema, ref_table, ref_cols) == (spec.schema, spec.parent.table,
+                                                                         [spec.parent.column])]
+
+
+def _hidden_tables(conn, spec: Spec, children) -> list[str]:
+    """Child tables whose rows row-level security filters for this role (FORCE ROW LEVEL SECURITY
+    on an owner, or a role that is not the owner): a row missing there may only be hidden."""
+    tables = sorted({fk.table for fk, _ in children})
+    return [t for t in tables if conn.execute("SELECT row_security_active(CAST(%s AS regclass))",
+                                              (qualified(spec.schema, t),)).fetchone()[0]]
+
+
+def _deleted(conn, schema: str, table: str) -> int:
+    """Rows this transaction has deleted from the table (and its partitions), row-level security or not."""
+    name = qualified(schema, table)
+    return conn.execute("SELECT coalesce(sum(pg_stat_get_xact_tuples_deleted(r)), 0) FROM (SELECT CAST(%s AS regclass) "
+                        "AS r UNION SELECT relid FROM pg_partition_tree(CAST(%s AS regclass))) t", (name, name)).fetchone()[0]
+
+
+def _first_line(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
 
 
 def _exists(conn, schema: str, table: str, key: dict) -> bool:

@@ -176,7 +176,13 @@ class QuarantineError(FkrunbookError):
 
 
 class RowMakerError(FkrunbookError):
-    """No test row the table accepts could be made (the cascade test reports it per table)."""
+    """No test row the table accepts could be made: names the table, the column and the constraint
+    (or the error) that refused the last candidate."""
+
+    def __init__(self, message: str, *, table: str | None = None, column: str | None = None,
+                 constraint: str | None = None):
+        self.table, self.column, self.constraint = table, column, constraint
+        super().__init__(message)
 
 
 class EvidenceUnwritableError(FkrunbookError):
