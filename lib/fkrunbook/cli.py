@@ -346,7 +346,8 @@ def blast_radius_command(env, database_url, spec, project, organization):
 
     spec = _load_spec(spec, project)
     result = blast_radius(_database(env, database_url, project), spec, organization)
-    click.echo(result.rows.to_string(index=False))
+    if len(result.rows):
+        click.echo(result.rows.to_string(index=False))
     click.echo(result.verdict.data.replace("**", ""))
 
 
@@ -524,6 +525,8 @@ def _brief(value) -> str:
         return str(sum(value.values()))
     if isinstance(value, list):
         return str(len(value))
+    if isinstance(value, dict) and "rows_deleted" in value and value.get("organization") is None:
+        return "nothing to measure (no organization yet)"
     if isinstance(value, dict) and "rows_deleted" in value:
         return f"{value['rows_deleted']} rows would go with one organization" + (" (BLOCKED)" if value["blocked"] else "")
     return str(value)
