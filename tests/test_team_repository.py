@@ -105,3 +105,37 @@ def test_init_then_six_phases_in_a_team_repository(supabase, database, tmp_path)
     index = (root / "documentation" / "AGENT-INDEX.md").read_text()
     assert "(infrastructure/reference/database/tables/cross_tenant_access_grants_projection.md)" in index
     assert results["docs_update"]["stale_lines"] == 2  # "Implicit foreign key (not enforced)", now enforced
+
+
+def test_rehearse_on_the_teams_own_schema_loaded_from_its_migrations(tmp_path):
+    """`local reset --from-migrations` builds the team's schema (no rows yet, as a new environment
+    is), then the whole runbook runs on it with a spec of the team's own."""
+    import shutil
+
+    import yaml
+
+    from fkrunbook.server import stop_server
+
+    from .test_cli import invoke
+    from .test_compat import MIGRATIONS
+
+    root = tmp_path / "team"
+    root.mkdir()
+    assert invoke("init", cwd=root).exit_code == 0
+    shutil.copytree(MIGRATIONS, root / "supabase" / "migrations")
+    spec_path = root / "fkrunbook" / "add_missing_org_fk_constraints.yaml"
+    spec = yaml.safe_load(spec_path.read_text())  # this team has no cross-tenant grants table
+    spec["foreign_keys"] = [fk for fk in spec["foreign_keys"] if fk["table"] == "impersonation_sessions_projection"]
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    try:
+        loaded = invoke("local", "reset", "--from-migrations", cwd=root)
+        assert loaded.exit_code == 0, loaded.output
+        result = invoke("run", "--env", "local", "--confirm", cwd=root)
+        assert result.exit_code == 0, result.output
+    finally:
+        stop_server(root / ".fkrunbook" / "local")
+    run_dir = root / result.stdout.splitlines()[-1].split("evidence: ")[1]
+    results = {p["name"]: p["results"] for p in json.loads((run_dir / "manifest.json").read_text())["phases"]}
+    assert results["apply"]["files_recorded"] and results["cascade_validation"]["passed"]
+    assert results["cascade_validation"]["blast_radius"]["organization"] is None  # nothing to measure yet
+    assert "nothing to measure" in result.stdout
