@@ -30,9 +30,9 @@ def _friendly(func):
 
 def _config(project: str | None):
     """The project configuration: --project (fkrunbook.toml or its folder), else found from here up."""
-    from .config import find_config
+    from .config import find_config, load_config
 
-    return find_config(project)
+    return load_config(project) if project else find_config()
 
 
 project_option = click.option("--project", type=click.Path(), help="fkrunbook.toml, or the folder holding it "
