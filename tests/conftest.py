@@ -151,3 +151,14 @@ def schema_state(db_url: str) -> dict:
         versions = conn.execute("SELECT version FROM supabase_migrations.schema_migrations ORDER BY 1").fetchall() \
             if history else []
     return {"fks": fks, "indexes": indexes, "counts": counts, "versions": versions}
+
+
+# The files that take longest start first, so the parallel workers (xdist, whole files per worker)
+# do not end with one of them alone on a long file.
+SLOW_FIRST = ("test_install.py", "test_walkthrough.py", "test_soak.py", "test_team_repository.py",
+              "test_notebooks.py", "test_supabase_cli.py", "test_kill.py", "test_failures.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
