@@ -26,7 +26,7 @@ import psycopg
 from psycopg import sql
 
 from .errors import SchemaLoadError
-from .sqltext import lex
+from .sqltext import IDENT, lex, unquote
 
 # name -> attributes, as Supabase creates them. ``postgres`` only where the server lacks it (it is
 # the bootstrap superuser of the local servers, and is left as it is).
@@ -134,15 +134,11 @@ STAND_INS = {s.extension: s for s in (
     StandIn("pgjwt"),
 )}
 
-NAME = r'(?P<name>"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+NAME = rf"(?P<name>{IDENT})"
 CREATE_EXTENSION = re.compile(r"CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?" + NAME + r"(?P<options>.*)", re.I | re.S)
 OTHER_EXTENSION = re.compile(r"(?:ALTER|COMMENT\s+ON|DROP)\s+EXTENSION\s+(?:IF\s+EXISTS\s+)?" + NAME, re.I)
-SCHEMA_OPTION = re.compile(r'\bSCHEMA\s+(?P<schema>"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)', re.I)
+SCHEMA_OPTION = re.compile(rf"\bSCHEMA\s+(?P<schema>{IDENT})", re.I)
 SET_PARAMETER = re.compile(r"SET\s+(?:SESSION\s+|LOCAL\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_.]*)\s*(?:=|\bTO\b)", re.I)
-
-
-def unquote(name: str) -> str:
-    return name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
 
 
 def statement_body(statement: str) -> str:

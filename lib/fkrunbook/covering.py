@@ -18,9 +18,8 @@ import re
 from dataclasses import dataclass, replace
 
 from .history import MigrationFile, split_statements
-from .sqltext import depth_split, lex
+from .sqltext import IDENT, depth_split, lex, unquote
 
-IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
 CREATE_INDEX = re.compile(
     r"CREATE\s+(?P<unique>UNIQUE\s+)?INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?"
     rf"(?:(?P<name>{IDENT})\s+)?ON\s+(?:ONLY\s+)?(?:(?P<schema>{IDENT})\s*\.\s*)?(?P<table>{IDENT})\s*"
@@ -46,11 +45,6 @@ class CreatedIndex:
     def covers(self, schema: str, table: str, column: str) -> bool:
         return (not self.partial and self.table == table and self.leading_column == column
                 and self.schema in (None, schema))
-
-
-def unquote(name: str) -> str:
-    """An SQL identifier as PostgreSQL stores it: quoted kept as written, unquoted folded to lower case."""
-    return name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
 
 
 def strip_comments(sql: str) -> str:

@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 from . import history
 from .compat import CompatLayer, apply_compat, connection, read_compat, statement_body
@@ -162,7 +161,7 @@ def reset_local_from(env, migrations_dir: str | Path | None = None, dump: str | 
     dump, on the compatibility layer (its server started if it is not running). Built as
     ``<database>__loading`` and renamed when complete; on failure that copy is dropped and the
     previous database is left as it was. ``seconds`` counts it all, the server's start included."""
-    from .server import ensure_server
+    from .server import ensure_server, rebuild_database
 
     if (migrations_dir is None) == (dump is None):
         raise SchemaLoadError("give either a migrations folder (--from-migrations) or a dump file (--from-dump), "
@@ -174,25 +173,17 @@ def reset_local_from(env, migrations_dir: str | Path | None = None, dump: str | 
     if dump is None:
         migration_files(source)  # a bad folder is refused before any server starts
     started = time.monotonic()
-    server = ensure_server(env.data_dir, env.bin_dir)
-    loading = f"{env.database}__loading"
-    with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
-        _drop_database(admin, loading)
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(loading)))
-        try:
-            with psycopg.connect(server.url(loading), autocommit=True) as conn:
-                layer = apply_compat(conn)
-                result = load_dump(conn, source, layer) if dump is not None else load_migrations(conn, source, layer)
-        except SchemaLoadError as err:
-            _drop_database(admin, loading)
-            raise SchemaLoadError(f"{err}; local database {env.database!r} left as it was", file=err.file,
-                                  line=err.line, sqlstate=err.sqlstate) from None
-        except BaseException:
-            _drop_database(admin, loading)
-            raise
-        _drop_database(admin, env.database)
-        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(loading),
-                                                                      sql.Identifier(env.database)))
+
+    def build(url: str) -> tuple[CompatLayer, LoadResult]:
+        with psycopg.connect(url, autocommit=True) as conn:
+            layer = apply_compat(conn)
+            return layer, load_dump(conn, source, layer) if dump is not None else load_migrations(conn, source, layer)
+
+    try:
+        layer, result = rebuild_database(ensure_server(env.data_dir, env.bin_dir), env.database, build)
+    except SchemaLoadError as err:
+        raise SchemaLoadError(f"{err}; local database {env.database!r} left as it was", file=err.file,
+                              line=err.line, sqlstate=err.sqlstate) from None
     return replace(result, database=env.database, compat=tuple(layer.created), seconds=time.monotonic() - started)
 
 
@@ -271,7 +262,3 @@ def _result(conn, compat, source, loaded, before, started, skipped) -> LoadResul
     return LoadResult(source=source, files=tuple(loaded), counts={k: after[k] - before[k] for k in KINDS},
                       stand_ins=tuple(compat.report()), skipped=tuple(skipped), seconds=time.monotonic() - started,
                       database=conn.info.dbname, server_version=compat.server_version)
-
-
-def _drop_database(admin, name: str) -> None:
-    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from importlib import resources
 
 import psycopg
-from psycopg import sql
 
 from .errors import LocalServerError
 
@@ -157,24 +156,25 @@ def reset_local(env, rows: int = 2000) -> SampleData:
 def ensure_local_database(server, database: str, rows: int = 2000, reset: bool = False) -> SampleData | None:
     """Create the local database on ``server`` (a :class:`fkrunbook.server.LocalServer`) with the
     baseline schema and sample data if it does not exist, or, with ``reset``, drop and recreate it.
-    It is built under a temporary name and renamed when complete, so an interrupted build never
-    leaves a half-loaded database behind. Return what was generated, or None if it already existed."""
-    loading = f"{database}__loading"
+    It is built under a temporary name and swapped in when complete
+    (:func:`fkrunbook.server.rebuild_database`), so an interrupted build never leaves a half-loaded
+    database behind. Return what was generated, or None if it already existed."""
+    from .server import rebuild_database
+
     with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
         exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
-        if exists and not reset:
-            return None
-        for name in (loading, database) if exists else (loading,):
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(loading)))
+    if exists and not reset:
+        return None
+
+    def build(url: str) -> SampleData:
         try:
-            with psycopg.connect(server.url(loading)) as conn:
+            with psycopg.connect(url) as conn:
                 load_baseline(conn)
-                data = generate_data(conn, rows=rows)
+                return generate_data(conn, rows=rows)
         except psycopg.Error as err:
             raise LocalServerError(f"could not load sample data into the local database: {err}") from None
-        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(loading), sql.Identifier(database)))
-    return data
+
+    return rebuild_database(server, database, build)
 
 
 def seed_demo_docs(config) -> list:

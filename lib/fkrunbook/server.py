@@ -138,3 +138,26 @@ def _run(*args, user: str | None, what: str) -> None:
         detail = (result.stderr or result.stdout).strip().splitlines()
         raise LocalServerError(f"could not {what}: {detail[-1] if detail else 'exit ' + str(result.returncode)}"
                                "; `fkrunbook local stop` then retry, or delete the local data folder")
+
+
+def rebuild_database(server: LocalServer, database: str, build):
+    """``database`` built afresh on ``server``: ``build(url)`` fills ``<database>__loading``, which
+    replaces ``database`` only once ``build`` returns. If it raises, the copy is dropped and the
+    previous database is left as it was. Return what ``build`` returned."""
+    import psycopg
+    from psycopg import sql
+
+    loading = f"{database}__loading"
+    drop = lambda name: admin.execute(  # noqa: E731
+        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with psycopg.connect(server.url("postgres"), autocommit=True) as admin:
+        drop(loading)
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(loading)))
+        try:
+            result = build(server.url(loading))
+        except BaseException:
+            drop(loading)
+            raise
+        drop(database)
+        admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(loading), sql.Identifier(database)))
+    return result

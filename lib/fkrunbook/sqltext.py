@@ -19,6 +19,15 @@ def literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+# An SQL identifier as written in a file: "quoted" (doubled quotes inside) or plain.
+IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+
+
+def unquote(name: str) -> str:
+    """An SQL identifier as PostgreSQL stores it: quoted kept as written, unquoted folded to lower case."""
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+
+
 DOLLAR_QUOTE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 
 
