@@ -239,8 +239,10 @@ def local_reset(rows, from_migrations, from_dump, project):
     if from_migrations is not None or from_dump:
         from .rehearsal import reset_local_from
 
+        from .environment import get_environment
+
         config = _config(project)
-        env = _local_env(project)
+        env = get_environment("local", config.environments)
         folder = (Path(from_migrations) if from_migrations else config.migrations) if from_migrations is not None \
             else None
         for line in reset_local_from(env, migrations_dir=folder, dump=from_dump).lines:
