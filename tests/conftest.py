@@ -18,6 +18,8 @@ from fkrunbook.environment import get_environment
 from fkrunbook.sample import generate_data, load_baseline
 from fkrunbook.server import LocalServer, ensure_server, stop_server
 
+from .majors import bin_dir, missing
+
 PROJECT = Path(__file__).resolve().parents[1]
 SPEC = PROJECT / "runbooks" / "add_missing_org_fk_constraints.yaml"
 TEMPLATE = "fkrunbook_template"
@@ -40,6 +42,32 @@ def server(tmp_path_factory) -> LocalServer:
         yield srv
     finally:  # stopped even when the setup above fails half-way
         stop_server(data_dir)
+
+
+@pytest.fixture(scope="module")
+def pg_servers(request, tmp_path_factory):
+    """``pg_servers(major)``: a running server of that major (see tests/majors.py): the session's
+    embedded server for 18, else one started on first use and stopped with the module. A major
+    whose binaries are not installed skips the test, naming the install command."""
+    started: dict[str, tuple[Path, LocalServer]] = {}
+
+    def get(major: str) -> LocalServer:
+        if major == "18":
+            return request.getfixturevalue("server")
+        reason = missing(major)
+        if reason:
+            pytest.skip(reason)
+        if major not in started:
+            data_dir = tmp_path_factory.mktemp(f"pg{major}") / "data"
+            started[major] = (data_dir, None)
+            started[major] = (data_dir, ensure_server(data_dir, bin_dir(major)))
+        return started[major][1]
+
+    try:
+        yield get
+    finally:  # stopped even when a start failed half-way
+        for major, (data_dir, _) in started.items():
+            stop_server(data_dir, bin_dir(major))
 
 
 @dataclass

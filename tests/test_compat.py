@@ -1,6 +1,6 @@
 """A team's own schema in the local PostgreSQL: the Supabase compatibility layer (fkrunbook.compat)
-and loading migrations and dumps as the Supabase CLI does (fkrunbook.rehearsal), on the embedded
-PostgreSQL 18 and on Debian's PostgreSQL 15.
+and loading migrations and dumps as the Supabase CLI does (fkrunbook.rehearsal), on the three
+majors (tests/majors.py: Debian's 15, npm's 17, the embedded 18).
 
 The migrations under tests/compat_project are shaped like an event-sourced Supabase project's:
 an ltree path on the organization projection, a BEFORE INSERT router on domain_events writing
@@ -22,23 +22,13 @@ from fkrunbook.environment import Environment
 from fkrunbook.errors import FkrunbookError, SchemaLoadError
 from fkrunbook.history import list_local, split_statements
 from fkrunbook.rehearsal import load_dump, load_migrations, locate_statements, reset_local_from, strip_meta_commands
-from fkrunbook.server import embedded_bin_dir, ensure_server, stop_server
+from fkrunbook.server import embedded_bin_dir
+
+from .majors import MAJORS
 
 MIGRATIONS = Path(__file__).parent / "compat_project" / "supabase" / "migrations"
-PG15 = Path("/usr/lib/postgresql/15/bin")
 TEAM = {"tables": 4, "views": 1, "functions": 6, "policies": 6, "triggers": 3, "foreign_keys": 2}
 ALWAYS_STOOD_IN = {"pg_graphql", "supabase_vault", "pg_net", "pg_cron", "plpgsql_check"}
-
-
-@pytest.fixture(scope="module")
-def pg15(tmp_path_factory):
-    if not (PG15 / "initdb").exists():
-        pytest.skip("Debian's postgresql-15 is not installed (apt-get install postgresql-15)")
-    data_dir = tmp_path_factory.mktemp("compat15") / "data"
-    try:
-        yield ensure_server(data_dir, PG15)
-    finally:
-        stop_server(data_dir, PG15)
 
 
 def _fresh_database(srv):
@@ -53,10 +43,10 @@ def _drop(srv, name):
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-@pytest.fixture(params=["18", "15"])
-def fresh(request, server):
-    """An empty database (no compatibility layer yet) on PostgreSQL 18, then on 15."""
-    srv = server if request.param == "18" else request.getfixturevalue("pg15")
+@pytest.fixture(params=MAJORS)
+def fresh(request, pg_servers):
+    """An empty database (no compatibility layer yet) on PostgreSQL 15, 17 and 18."""
+    srv = pg_servers(request.param)
     name = _fresh_database(srv)
     yield srv.url(name)
     _drop(srv, name)
@@ -118,7 +108,7 @@ def test_compat_auth_functions_read_the_jwt_settings_as_supabase_does(fresh):
 def test_compat_stand_ins_follow_what_the_server_has(fresh):
     layer = _compat(fresh)
     with psycopg.connect(fresh, autocommit=True) as conn:
-        # uuid-ossp and pgcrypto: the real ones where the server has them (15), stand-ins where not (18)
+        # uuid-ossp and pgcrypto: the real ones where the server has them (15, 17), stand-ins where not (18)
         assert conn.execute("SELECT extensions.uuid_generate_v4() IS NOT NULL, length(extensions.gen_random_bytes(20)),"
                             " encode(extensions.digest('abc', 'sha256'), 'hex')").fetchone() == (
             True, 20, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
@@ -325,7 +315,7 @@ def test_dump_in_supabase_shape_loads(fresh, tmp_path):
 
 
 def test_dump_from_pg_dump_round_trips(fresh, fresh18, tmp_path):
-    """A schema dumped with pg_dump 18 as `supabase db dump` runs it loads on 18 and on 15, with the
+    """A schema dumped with pg_dump 18 as `supabase db dump` runs it loads on each major, with the
     same objects (the trigger on auth.users is not in a dump of the team's schemas)."""
     load_migrations(fresh18, MIGRATIONS, _compat(fresh18))
     excluded = "auth|extensions|storage|graphql|graphql_public|vault|realtime|supabase_functions|supabase_migrations|" \
