@@ -2,7 +2,7 @@
 and loading migrations and dumps as the Supabase CLI does (fkrunbook.rehearsal), on the three
 majors (tests/majors.py: Debian's 15, npm's 17, the embedded 18).
 
-The migrations under tests/compat_project are shaped like an event-sourced Supabase project's:
+The migrations under tests/team_schemas/event_store are shaped like an event-sourced Supabase project's:
 an ltree path on the organization projection, a BEFORE INSERT router on domain_events writing
 projections, RLS with auth.uid()/auth.jwt(), grants to the API roles, Supabase's extensions, a
 CREATE INDEX CONCURRENTLY file and a realtime publication.
@@ -26,7 +26,7 @@ from fkrunbook.server import embedded_bin_dir
 
 from .majors import MAJORS
 
-MIGRATIONS = Path(__file__).parent / "compat_project" / "supabase" / "migrations"
+MIGRATIONS = Path(__file__).parent / "team_schemas" / "event_store" / "supabase" / "migrations"
 TEAM = {"tables": 4, "views": 1, "functions": 6, "policies": 6, "triggers": 3, "foreign_keys": 2}
 ALWAYS_STOOD_IN = {"pg_graphql", "supabase_vault", "pg_net", "pg_cron", "plpgsql_check"}
 
