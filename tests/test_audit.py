@@ -101,3 +101,28 @@ def test_audit_cli_exit_codes_and_json(project_copy, database):
     assert url.exit_code == 1 and "Sekr1t" not in url.stdout + url.stderr
     bad = invoke("audit", "--database-url", "mysql://u:Sekr1t@h/db", cwd=project_copy)
     assert bad.exit_code == 2 and "--database-url is not a PostgreSQL URL" in bad.stderr and "Sekr1t" not in bad.stderr
+
+
+def test_an_accepted_finding_is_declared_until_its_expiry_then_fails_the_gate_again(database, spec):
+    from dataclasses import replace
+    from datetime import date
+
+    from fkrunbook.spec import AcceptedFinding
+
+    database.sql("CREATE TABLE public.billing_accounts (id uuid PRIMARY KEY, organization_id uuid NOT NULL "
+                 "REFERENCES public.organizations_projection (id))")  # NO ACTION, and no index
+    accepted = replace(spec, accepted=(AcceptedFinding("billing_accounts", "organization_id", "blocking_delete",
+                                                       "Invoices outlive nothing: delete the account first.",
+                                                       date(2027, 1, 31)),))
+    findings = {f.finding: f for f in audit_schema(database.connect(), accepted, today=date(2027, 1, 31))
+                if f.table == "public.billing_accounts"}
+    assert (findings["blocking_delete"].declared, findings["blocking_delete"].expires) == (True, "2027-01-31")
+    assert not findings["unindexed_fk"].declared  # accepting one finding of a column accepts no other
+    text = render_findings(list(findings.values()))
+    assert "[accepted until 2027-01-31] public.billing_accounts.organization_id" in text
+    assert "(reason: Invoices outlive nothing: delete the account first.)" in text
+    expired = {f.finding: f for f in audit_schema(database.connect(), accepted, today=date(2027, 2, 1))
+               if f.table == "public.billing_accounts"}
+    assert not expired["blocking_delete"].declared
+    assert "[UNDECLARED: accepted until 2027-01-31, expired] public.billing_accounts" in render_findings(
+        list(expired.values()))

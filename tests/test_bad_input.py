@@ -33,6 +33,23 @@ def write(path, text):
     return apply
 
 
+def append(path, text):
+    def apply(project, database):
+        with open(project / path, "a") as file:
+            file.write(text)
+    return apply
+
+
+ACCEPTED = """
+accepted_findings:
+  - table: organizations_projection
+    column: parent_org_id
+    finding: {finding}
+    reason: Deleting a parent organization first is refused on purpose.
+    expires: {expires}
+"""
+
+
 def run_once(run_id):
     def apply(project, database):
         result = invoke("run", "--env", "staging", "--phase", "orphan_check", "--run-id", run_id, cwd=project,
@@ -100,6 +117,13 @@ CASES = [
      "migration.lock_timeout 'soon' must be a PostgreSQL duration", 1),
     ("spec-bad-retries", ["run", "--env", "staging"], {}, edit(SPEC, "attempts: 10", "attempts: 0"),
      "attempts 0 must be a whole number from 1 to 1000", 1),
+    ("spec-accepted-unknown-finding", ["audit", "--env", "staging"], {}, append(SPEC, ACCEPTED.format(
+        finding="missing_key", expires="2027-01-31")),
+     "accepted_findings[0].finding 'missing_key' is not one of the audit's findings: missing_fk, unindexed_fk", 2),
+    ("spec-accepted-bad-expiry", ["audit", "--env", "staging"], {}, append(SPEC, ACCEPTED.format(
+        finding="blocking_delete", expires="next spring")),
+     "accepted_findings[0].expires 'next spring' is not a date YYYY-MM-DD; write when the finding must be looked "
+     "at again", 2),
     ("environments-missing", ["run", "--env", "staging"], {},
      edit(CONFIG, 'environments = "runbooks/environments.yaml"', 'environments = "runbooks/none.yaml"'),
      "runbooks/none.yaml' does not exist; fix [runbook] environments in fkrunbook.toml", 1),

@@ -14,18 +14,23 @@ Findings (each either declared in the spec as an intentional exception, with its
 - ``polymorphic``: an id column beside a ``*_type`` discriminator (``stream_id``/``stream_type``):
   it points at a different table per row, so no foreign key is possible; reported, never as missing.
 
+A finding is declared when the spec lists its column as an intentional exception, or lists the
+finding itself under ``accepted_findings`` with a reason and an expiry date; once that date has
+passed, the finding counts as undeclared again (and says it expired).
+
 Partitions are audited through their partitioned parent; views are not tables and have no keys.
 """
 from __future__ import annotations
 
 import fnmatch
 from dataclasses import asdict, dataclass
+from datetime import date, datetime, timezone
 
 from sqlalchemy import text
 
 from .catalog import ON_DELETE_CODES
 from .database import Database
-from .spec import Spec
+from .spec import FINDINGS, Spec
 
 DEFAULT_PATTERNS = ("organization_id", "org_id", "*_org_id", "*_organization_id")
 FIX = {
@@ -37,7 +42,7 @@ FIX = {
     "not_valid": "run ALTER TABLE ... VALIDATE CONSTRAINT (after an orphan check): old rows were never checked",
     "polymorphic": "declare it in the spec with its reason; check it for orphans by its discriminator",
 }
-ORDER = tuple(FIX)
+ORDER = FINDINGS  # the kinds, in report order; the spec's accepted_findings take the same names
 
 
 @dataclass(frozen=True)
@@ -48,9 +53,16 @@ class Finding:
     declared: bool
     detail: str
     reason: str = ""    # the spec's reason, when declared
+    expires: str = ""   # an accepted finding's expiry date (YYYY-MM-DD), passed or not
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def mark(self) -> str:
+        if self.expires:
+            return f"accepted until {self.expires}" if self.declared else f"UNDECLARED: accepted until {self.expires}, expired"
+        return "declared" if self.declared else "UNDECLARED"
 
 
 COLUMNS = """
@@ -83,8 +95,11 @@ WHERE n.nspname = ANY(:schemas)
 
 
 def audit_schema(db: Database, spec: Spec, schemas: list[str] | None = None,
-                 patterns: list[str] | None = None) -> list[Finding]:
-    """Audit the live catalog. Read-only. Findings are ordered by kind, then table and column."""
+                 patterns: list[str] | None = None, today: date | None = None) -> list[Finding]:
+    """Audit the live catalog. Read-only. Findings are ordered by kind, then table and column.
+    ``today`` (UTC by default) decides which accepted findings have expired."""
+    today = today or datetime.now(timezone.utc).date()
+    accepted = {(spec.schema, a.table, a.column, a.finding): a for a in spec.accepted}
     schemas = schemas or [spec.schema]
     patterns = list(patterns or DEFAULT_PATTERNS)
     parent = (spec.schema, spec.parent.table)
@@ -97,6 +112,11 @@ def audit_schema(db: Database, spec: Spec, schemas: list[str] | None = None,
 
     def add(schema, table, column, kind, detail):
         reason = declared.get((schema, table, column), "")
+        accept = accepted.get((schema, table, column, kind))
+        if accept and not reason:
+            findings.append(Finding(f"{schema}.{table}", column, kind, accept.expires >= today, detail,
+                                    accept.reason, accept.expires.isoformat()))
+            return
         findings.append(Finding(f"{schema}.{table}", column, kind, bool(reason), detail, reason))
 
     by_table: dict[tuple[str, str], dict[str, str]] = {}
@@ -155,8 +175,7 @@ def render_findings(findings: list[Finding]) -> str:
         open_ = [f for f in group if not f.declared]
         lines.append(f"{kind}: {len(group)} ({len(open_)} undeclared). Fix: {FIX[kind]}")
         for f in group:
-            mark = "declared" if f.declared else "UNDECLARED"
-            lines.append(f"  [{mark}] {f.table}.{f.column}: {f.detail}" + (f" (reason: {f.reason})" if f.reason else ""))
+            lines.append(f"  [{f.mark}] {f.table}.{f.column}: {f.detail}" + (f" (reason: {f.reason})" if f.reason else ""))
     undeclared = sum(not f.declared for f in findings)
     lines.append(f"{len(findings)} finding(s), {undeclared} undeclared")
     return "\n".join(lines)
