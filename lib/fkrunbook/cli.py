@@ -332,7 +332,7 @@ def audit(env, database_url, spec, project, schemas, patterns, as_json):
         click.echo(f"fkrunbook: error: {err}", err=True)
         sys.exit(2)
     click.echo(json.dumps([f.as_dict() for f in findings], indent=2) if as_json else render_findings(findings))
-    sys.exit(1 if any(not f.declared for f in findings) else 0)
+    sys.exit(1 if any(f.gates for f in findings) else 0)
 
 
 @main.command("blast-radius")
