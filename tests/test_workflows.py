@@ -6,6 +6,7 @@ import click
 import pytest
 import yaml
 
+from fkrunbook.audit import FIX
 from fkrunbook.cli import main
 
 from .conftest import PROJECT
@@ -100,16 +101,27 @@ def test_the_pull_request_workflow_gates_on_the_teams_own_schema(tmp_path):
     steps = [shlex.split(line) for line in _commands_of(root / ".github" / "workflows" / "fkrunbook-pr.yml")]
     fkrunbook = [argv[1:] for argv in steps if argv[0] == "fkrunbook"]
     assert ["local", "reset", "--from-migrations"] in fkrunbook
-    assert fkrunbook.index(["local", "reset", "--from-migrations"]) < fkrunbook.index(["audit", "--env", "local"])
+    gate_step = ["audit", "--env", "local", "--format", "github"]
+    assert fkrunbook.index(["local", "reset", "--from-migrations"]) < fkrunbook.index(gate_step)
+    summary = tmp_path / "step-summary.md"
     try:
         for argv in fkrunbook:
-            result = invoke(*argv, cwd=root)
+            result = invoke(*argv, cwd=root, env={"GITHUB_STEP_SUMMARY": str(summary)})
             assert result.exit_code == 0, f"{' '.join(argv)}: {result.output}"
+        assert "### fkrunbook FK audit: PASS" in summary.read_text()
         (root / "supabase" / "migrations" / "29990101000000_notes.sql").write_text(
             "create table public.notes (id uuid primary key, organization_id uuid not null, body text);\n")
         assert invoke("local", "reset", "--from-migrations", cwd=root).exit_code == 0
-        gate = invoke("audit", "--env", "local", cwd=root)
-        assert gate.exit_code != 0 and "notes.organization_id" in gate.output, gate.output
+        gate = invoke(*gate_step, cwd=root, env={"GITHUB_STEP_SUMMARY": str(summary)})
+        assert gate.exit_code == 1, gate.output
+        errors = [line for line in gate.stdout.splitlines() if line.startswith("::error ")]
+        assert errors == ["::error title=fkrunbook audit%3A missing_fk (UNDECLARED)::public.notes.organization_id: "
+                          "uuid organization reference with no foreign key to public.organizations_projection, direct "
+                          "or through a composite key. Fix: " + FIX["missing_fk"]]
+        assert any(line.startswith("::notice title=fkrunbook audit%3A blocking_delete (accepted until 2099-12-31)::")
+                   for line in gate.stdout.splitlines())
+        table = summary.read_text().split("### fkrunbook FK audit: FAIL")[1]
+        assert "| **fails the gate** | `missing_fk` | `public.notes.organization_id` |" in table
     finally:
         stop_server(root / ".fkrunbook" / "local", local_bin_dir(root))
 

@@ -288,3 +288,48 @@ def render_findings(findings: list[Finding]) -> str:
     undeclared = sum(f.gates for f in findings)
     lines.append(f"{len(findings)} finding(s), {undeclared} undeclared")
     return "\n".join(lines)
+
+
+FORMATS = ("text", "json", "github", "markdown")
+
+
+def format_findings(findings: list[Finding], fmt: str = "text") -> str:
+    """The findings as ``text`` (grouped, for people), ``json`` (a list of objects), ``github``
+    (workflow annotations: an error per finding that fails the gate, a notice per other one) or
+    ``markdown`` (a table for a pull request or a job summary)."""
+    if fmt == "json":
+        return json.dumps([f.as_dict() for f in findings], indent=2)
+    if fmt == "github":
+        return "\n".join(_annotation(f) for f in findings) or "::notice title=fkrunbook audit::no finding"
+    if fmt == "markdown":
+        return render_markdown(findings)
+    return render_findings(findings)
+
+
+def _annotation(f: Finding) -> str:
+    level = "error" if f.gates else "notice"
+    title = _escape(f"fkrunbook audit: {f.finding} ({f.mark})", property_=True)
+    message = f"{f.table}.{f.column}: {f.detail}" + (f" (reason: {f.reason})" if f.reason else "") + \
+        (f". Fix: {FIX[f.finding]}" if f.gates else "")
+    return f"::{level} title={title}::{_escape(message)}"
+
+
+def _escape(text: str, property_: bool = False) -> str:
+    """GitHub's workflow-command escaping (``%``, CR, LF; and ``:``, ``,`` in a property)."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if property_ else text
+
+
+def render_markdown(findings: list[Finding]) -> str:
+    gating = sum(f.gates for f in findings)
+    head = (f"### fkrunbook FK audit: {'FAIL' if gating else 'PASS'}\n\n"
+            f"{len(findings)} finding(s), {gating} failing the gate.\n")
+    if not findings:
+        return head
+    cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    rows = ["| Status | Finding | Column | Why | Reason |", "|---|---|---|---|---|"]
+    for f in findings:
+        status = "**fails the gate**" if f.gates else f.mark
+        rows.append(f"| {cell(status)} | `{f.finding}` | `{cell(f.table)}.{cell(f.column)}` | {cell(f.detail)} | "
+                    f"{cell(f.reason)} |")
+    return head + "\n" + "\n".join(rows) + "\n"

@@ -313,17 +313,21 @@ def _with_target(func):
 @click.option("--pattern", "patterns", multiple=True,
               help="Column-name pattern of an organization reference (repeatable; default organization_id, org_id, "
                    "*_org_id, *_organization_id).")
-@click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON list.")
-def audit(env, database_url, spec, project, schemas, patterns, as_json):
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "github", "markdown"]), default="text",
+              show_default=True, help="text for people; json; github: workflow annotations, plus a markdown table "
+                                      "appended to $GITHUB_STEP_SUMMARY when it is set; markdown: a table.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+def audit(env, database_url, spec, project, schemas, patterns, fmt, as_json):
     """Audit every foreign key and organization reference in the live schema.
 
-    Exit 0 when every finding is declared in the spec, 1 when any is not, 2 on error.
+    Exit 0 when no finding fails the gate (each is declared in the spec, accepted and not expired,
+    planned by the spec, or covered indirectly), 1 when one does, 2 on error.
 
-    Example: fkrunbook audit --env staging --json
+    Example: fkrunbook audit --env staging --format github
     """
-    import json
+    import os
 
-    from .audit import audit_schema, render_findings
+    from .audit import audit_schema, format_findings, render_markdown
     try:
         spec = _load_spec(spec, project)
         findings = audit_schema(_database(env, database_url, project), spec,
@@ -331,7 +335,11 @@ def audit(env, database_url, spec, project, schemas, patterns, as_json):
     except FkrunbookError as err:
         click.echo(f"fkrunbook: error: {err}", err=True)
         sys.exit(2)
-    click.echo(json.dumps([f.as_dict() for f in findings], indent=2) if as_json else render_findings(findings))
+    fmt = "json" if as_json else fmt
+    click.echo(format_findings(findings, fmt))
+    if fmt == "github" and os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as summary:
+            summary.write(render_markdown(findings) + "\n")
     sys.exit(1 if any(f.gates for f in findings) else 0)
 
 

@@ -25,7 +25,7 @@ jobs:
       - name: The repository's schema, from its migrations
         run: fkrunbook local reset --from-migrations
       - name: FK audit gate
-        run: fkrunbook audit --env local
+        run: fkrunbook audit --env local --format github
       - name: Whole runbook rehearsed on that schema
         run: fkrunbook run --env local --confirm
       - name: Evidence intact
@@ -62,7 +62,7 @@ jobs:
         run: fkrunbook run --env staging --phase orphan_check --fail-on-orphans
       - name: FK audit
         if: always()
-        run: fkrunbook audit --env staging
+        run: fkrunbook audit --env staging --format github
       - name: Upload the evidence
         if: always()
         uses: actions/upload-artifact@v4
