@@ -124,6 +124,15 @@ CASES = [
         finding="blocking_delete", expires="next spring")),
      "accepted_findings[0].expires 'next spring' is not a date YYYY-MM-DD; write when the finding must be looked "
      "at again", 2),
+    ("spec-reason-unwritten", ["run", "--env", "staging"], {}, edit(SPEC, "reason: >-", "reason: >-\n      TODO:"),
+     "foreign_keys[0].reason for impersonation_sessions_projection.target_org_id is not written yet (it still starts "
+     "with TODO); write why the key is needed, then run again", 1),
+    ("spec-new-without-source", ["spec", "new", "next_keys", "--env", "staging"], {}, None,
+     "spec new drafts from the audit: pass --from-audit (with --env ENV)", 1),
+    ("spec-new-bad-name", ["spec", "new", "Next-Keys", "--from-audit", "--env", "staging"], {}, None,
+     "spec name 'Next-Keys' is not a lower-case identifier (letters, digits, _); e.g. add_notification_org_fk", 1),
+    ("spec-new-nothing-to-draft", ["spec", "new", "next_keys", "--from-audit", "--env", "staging"], {}, None,
+     "the audit finds no undeclared missing_fk in schema 'public': nothing to draft", 1),
     ("environments-missing", ["run", "--env", "staging"], {},
      edit(CONFIG, 'environments = "runbooks/environments.yaml"', 'environments = "runbooks/none.yaml"'),
      "runbooks/none.yaml' does not exist; fix [runbook] environments in fkrunbook.toml", 1),

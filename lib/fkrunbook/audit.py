@@ -122,15 +122,19 @@ WHERE n.nspname = ANY(:schemas)
 
 
 def audit_schema(db: Database, spec: Spec, schemas: list[str] | None = None,
-                 patterns: list[str] | None = None, today: date | None = None) -> list[Finding]:
+                 patterns: list[str] | None = None, today: date | None = None,
+                 related: tuple[Spec, ...] = ()) -> list[Finding]:
     """Audit the live catalog. Read-only. Findings are ordered by kind, then table and column.
-    ``today`` (UTC by default) decides which accepted findings have expired."""
+    ``today`` (UTC by default) decides which accepted findings have expired. ``related``: the
+    project's other specs to the same organizations table, whose exceptions, accepted findings and
+    planned keys count too."""
     today = today or datetime.now(timezone.utc).date()
-    accepted = {(spec.schema, a.table, a.column, a.finding): a for a in spec.accepted}
+    specs = [spec] + [r for r in related if (r.schema, r.parent) == (spec.schema, spec.parent)]
+    accepted = {(s.schema, a.table, a.column, a.finding): a for s in specs for a in s.accepted}
     schemas = schemas or [spec.schema]
     patterns = list(patterns or DEFAULT_PATTERNS)
     parent = (spec.schema, spec.parent.table)
-    declared = {(spec.schema, e.table, e.column): e.reason for e in spec.exceptions}
+    declared = {(s.schema, e.table, e.column): e.reason for s in specs for e in s.exceptions}
     with db.read_only() as conn:
         columns = conn.execute(text(COLUMNS), {"schemas": schemas}).mappings().all()
         fks = conn.execute(text(FOREIGN_KEYS), {"schemas": schemas}).mappings().all()
@@ -164,7 +168,7 @@ def audit_schema(db: Database, spec: Spec, schemas: list[str] | None = None,
         if (fk["parent_schema"], fk["parent"]) == parent:
             for column in fk["columns"]:
                 org_keys[(fk["schema"], fk["table"], column)] = fk["conname"]
-    planned = {(spec.schema, fk.table, fk.column): fk for fk in spec.foreign_keys}
+    planned = {(s.schema, fk.table, fk.column): (s, fk) for s in reversed(specs) for fk in s.foreign_keys}
     for (schema, table), cols in by_table.items():
         for name, type_ in cols.items():
             if type_ != "uuid" or not any(fnmatch.fnmatchcase(name, p) for p in patterns):
@@ -175,8 +179,8 @@ def audit_schema(db: Database, spec: Spec, schemas: list[str] | None = None,
             if via:
                 add(schema, table, name, "covered_indirectly", via)
             elif (schema, table, name) in planned:
-                fk = planned[(schema, table, name)]
-                add(schema, table, name, "planned", f"no foreign key yet; the spec {spec.name!r} adds {fk.constraint} "
+                by, fk = planned[(schema, table, name)]
+                add(schema, table, name, "planned", f"no foreign key yet; the spec {by.name!r} adds {fk.constraint} "
                                                     f"ON DELETE {fk.on_delete_sql} to {parent[0]}.{parent[1]}")
             else:
                 add(schema, table, name, "missing_fk", f"uuid organization reference with no foreign key to "

@@ -276,6 +276,13 @@ def _load_spec(spec, project):
     return load_spec(_config(project).resolve_spec(spec))
 
 
+def _other_specs(project) -> tuple:
+    """The specs fkrunbook.toml lists after the first (the default one)."""
+    from .spec import load_spec
+
+    return tuple(load_spec(path) for path in _config(project).specs[1:])
+
+
 def _database(env, database_url, project, read_only=True):
     """The database named by --env, or given by --database-url (never echoed)."""
     from .database import Database, connect
@@ -329,9 +336,10 @@ def audit(env, database_url, spec, project, schemas, patterns, fmt, as_json):
 
     from .audit import audit_schema, format_findings, render_markdown
     try:
+        related = () if spec else _other_specs(project)
         spec = _load_spec(spec, project)
         findings = audit_schema(_database(env, database_url, project), spec,
-                                list(schemas) or None, list(patterns) or None)
+                                list(schemas) or None, list(patterns) or None, related=related)
     except FkrunbookError as err:
         click.echo(f"fkrunbook: error: {err}", err=True)
         sys.exit(2)
@@ -341,6 +349,48 @@ def audit(env, database_url, spec, project, schemas, patterns, fmt, as_json):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as summary:
             summary.write(render_markdown(findings) + "\n")
     sys.exit(1 if any(f.gates for f in findings) else 0)
+
+
+@main.group("spec")
+def spec_group():
+    """Runbook specs: draft the next one."""
+
+
+@spec_group.command("new")
+@click.argument("name")
+@click.option("--from-audit", is_flag=True, help="Draft the keys from the audit's undeclared missing_fk findings.")
+@_with_target
+@click.option("--force", is_flag=True, help="Replace a spec file of that name.")
+@_friendly
+def spec_new(name, from_audit, env, database_url, spec, project, force):
+    """Draft the next runbook spec, NAME.yaml, beside the project's first spec, and list it in
+    fkrunbook.toml. Each key gets the column's live covering index, a suggested on_delete (and why)
+    and the next migration version; each reason is left TODO, which the runbook refuses until
+    written.
+
+    Example: fkrunbook spec new add_notification_org_fk --from-audit --env staging
+    """
+    from .audit import audit_schema
+    from .config import add_spec
+    from .draft import draft_from_audit, write_draft
+
+    if not from_audit:
+        raise FkrunbookError("spec new drafts from the audit: pass --from-audit (with --env ENV)")
+    config = _config(project)
+    base = _load_spec(spec, project)
+    db = _database(env, database_url, project)
+    findings = audit_schema(db, base, related=() if spec else _other_specs(project))
+    draft = draft_from_audit(db, base, name, findings, config.migrations)
+    path = write_draft(draft, base, config.spec.parent, force=force)
+    listed = add_spec(config, path)
+    for key in draft.keys:
+        click.echo(f"{key.table}.{key.column}: on_delete {key.on_delete} ({key.basis}); index "
+                   f"{key.index or 'none yet: the runbook builds one CONCURRENTLY'}")
+    for line in draft.left:
+        click.echo(line)
+    click.echo(f"wrote {_shown(path)} (migration version {draft.version}); "
+               + ("listed in fkrunbook.toml" if listed else "add it to [runbook] specs in fkrunbook.toml")
+               + f"; write each reason, then: fkrunbook run --env {env or 'ENV'} --spec {name}")
 
 
 @main.command("blast-radius")

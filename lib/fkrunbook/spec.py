@@ -24,6 +24,7 @@ CLASSIFICATIONS = ("oversight", "recommended")
 FINDINGS = ("missing_fk", "unindexed_fk", "blocking_delete", "not_valid", "polymorphic")  # the audit's kinds
 DURATION = re.compile(r"^[0-9]+(ms|s|min|h)$")
 VERSION_FORMAT = "%Y%m%d%H%M%S"  # a Supabase CLI migration version, UTC
+TODO = "TODO:"  # how a drafted spec marks a reason the engineer has yet to write
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,11 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
         default_name = f"{table}_{column}_fkey"
         constraint = p.identifier(item, "constraint", where, default=default_name[:MAX_IDENTIFIER])
         index = p.identifier(item, "index", where, default=f"{table}_{column}_idx"[:MAX_IDENTIFIER])
-        fks.append(ForeignKey(table, column, on_delete, classification, p.text(item, "reason", where), constraint,
+        reason = p.text(item, "reason", where)
+        if reason.upper().startswith(TODO.rstrip(":")):
+            p.fail(f"{where}.reason for {table}.{column} is not written yet (it still starts with TODO); write why "
+                   "the key is needed, then run again")
+        fks.append(ForeignKey(table, column, on_delete, classification, reason, constraint,
                               index, index_given=item.get("index") not in (None, "")))
     if not fks:
         p.fail("foreign_keys is empty; list at least one foreign key to add")
