@@ -5,6 +5,7 @@ from fkrunbook.audit import audit_schema, render_findings
 from fkrunbook.executor import apply_plan
 from fkrunbook.orphans import clean_up_orphans
 
+from .conftest import CROSS_SCHEMA, cross_schema_spec
 from .test_cli import invoke
 from .test_migration import MIGRATIONS
 
@@ -101,3 +102,23 @@ def test_audit_cli_exit_codes_and_json(project_copy, database):
     assert url.exit_code == 1 and "Sekr1t" not in url.stdout + url.stderr
     bad = invoke("audit", "--database-url", "mysql://u:Sekr1t@h/db", cwd=project_copy)
     assert bad.exit_code == 2 and "--database-url is not a PostgreSQL URL" in bad.stderr and "Sekr1t" not in bad.stderr
+
+
+def test_audit_of_a_parent_in_another_schema(database):
+    database.sql(CROSS_SCHEMA)
+    database.sql("CREATE TABLE basejump.members (account_id uuid REFERENCES basejump.accounts (id), user_id uuid)")
+    database.sql("CREATE TABLE public.notes (account_id uuid REFERENCES public.accounts (id))")  # the decoy parent
+    findings = audit_schema(database.connect(), cross_schema_spec())
+    mine = {(f.table, f.column, f.finding, f.declared) for f in findings
+            if f.table.split(".")[1] in ("projects", "activity_log", "members", "notes")}
+    assert mine == {
+        ("public.projects", "account_id", "missing_fk", False),      # the spec's column: a reference by its name
+        ("public.activity_log", "account_id", "missing_fk", False),
+        ("public.notes", "account_id", "missing_fk", False),         # a key to public.accounts is not one to the parent
+        ("public.notes", "account_id", "unindexed_fk", False),
+        ("public.activity_log", "subject_id", "polymorphic", True),
+        ("basejump.members", "account_id", "unindexed_fk", False),   # the parent's schema is audited too
+        ("basejump.members", "account_id", "blocking_delete", False),
+    }
+    detail = next(f.detail for f in findings if f.table == "public.projects")
+    assert detail.endswith("with no foreign key to basejump.accounts")

@@ -84,10 +84,14 @@ WHERE n.nspname = ANY(:schemas)
 
 def audit_schema(db: Database, spec: Spec, schemas: list[str] | None = None,
                  patterns: list[str] | None = None) -> list[Finding]:
-    """Audit the live catalog. Read-only. Findings are ordered by kind, then table and column."""
-    schemas = schemas or [spec.schema]
-    patterns = list(patterns or DEFAULT_PATTERNS)
-    parent = (spec.schema, spec.parent.table)
+    """Audit the live catalog. Read-only. Findings are ordered by kind, then table and column.
+
+    By default the spec's schema and its parent's are audited (keys into a tenant table from its
+    own schema block its deletes too), and the organization references are the default patterns
+    plus every column the spec gives a key (a basejump project's ``account_id``)."""
+    schemas = schemas or list(dict.fromkeys([spec.schema, spec.parent.schema]))
+    patterns = list(patterns or dict.fromkeys([*DEFAULT_PATTERNS, *(fk.column for fk in spec.foreign_keys)]))
+    parent = (spec.parent.schema, spec.parent.table)
     declared = {(spec.schema, e.table, e.column): e.reason for e in spec.exceptions}
     with db.read_only() as conn:
         columns = conn.execute(text(COLUMNS), {"schemas": schemas}).mappings().all()

@@ -309,10 +309,11 @@ def _with_target(func):
 
 @main.command()
 @_with_target
-@click.option("--schema", "schemas", multiple=True, help="Schema to audit (repeatable; default the spec's).")
+@click.option("--schema", "schemas", multiple=True,
+              help="Schema to audit (repeatable; default the spec's, and its parent table's if another).")
 @click.option("--pattern", "patterns", multiple=True,
               help="Column-name pattern of an organization reference (repeatable; default organization_id, org_id, "
-                   "*_org_id, *_organization_id).")
+                   "*_org_id, *_organization_id and the spec's foreign-key columns).")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON list.")
 def audit(env, database_url, spec, project, schemas, patterns, as_json):
     """Audit every foreign key and organization reference in the live schema.
