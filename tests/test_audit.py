@@ -13,6 +13,7 @@ from fkrunbook.executor import apply_plan
 from fkrunbook.orphans import clean_up_orphans
 from fkrunbook.sample import load_baseline
 
+from .conftest import CROSS_SCHEMA, cross_schema_spec
 from .majors import MAJORS
 from .test_cli import invoke
 from .test_migration import MIGRATIONS
@@ -202,3 +203,23 @@ def test_audit_precision_every_rule_both_ways(pg_servers, major, spec, monkeypat
     # the spec's three keys are planned, and say so
     planned = findings[("impersonation_sessions_projection", "target_org_id", "planned")]
     assert not planned.gates and "the spec 'add_missing_org_fk_constraints' adds" in planned.detail
+
+
+def test_audit_of_a_parent_in_another_schema(database):
+    database.sql(CROSS_SCHEMA)
+    database.sql("CREATE TABLE basejump.members (account_id uuid REFERENCES basejump.accounts (id), user_id uuid)")
+    database.sql("CREATE TABLE public.notes (account_id uuid REFERENCES public.accounts (id))")  # the decoy parent
+    findings = audit_schema(database.connect(), cross_schema_spec())
+    mine = {(f.table, f.column, f.finding, f.declared) for f in findings
+            if f.table.split(".")[1] in ("projects", "activity_log", "members", "notes")}
+    assert mine == {
+        ("public.projects", "account_id", "planned", False),         # the spec's column: the spec adds its key
+        ("public.activity_log", "account_id", "missing_fk", False),
+        ("public.notes", "account_id", "missing_fk", False),         # a key to public.accounts is not one to the parent
+        ("public.notes", "account_id", "unindexed_fk", False),
+        ("public.activity_log", "subject_id", "polymorphic", True),
+        ("basejump.members", "account_id", "unindexed_fk", False),   # the parent's schema is audited too
+        ("basejump.members", "account_id", "blocking_delete", False),
+    }
+    detail = next(f.detail for f in findings if f.table == "public.activity_log" and f.finding == "missing_fk")
+    assert detail.startswith("uuid organization reference with no foreign key to basejump.accounts")

@@ -125,15 +125,18 @@ def audit_schema(db: Database, spec: Spec, schemas: list[str] | None = None,
                  patterns: list[str] | None = None, today: date | None = None,
                  related: tuple[Spec, ...] = ()) -> list[Finding]:
     """Audit the live catalog. Read-only. Findings are ordered by kind, then table and column.
-    ``today`` (UTC by default) decides which accepted findings have expired. ``related``: the
-    project's other specs to the same organizations table, whose exceptions, accepted findings and
-    planned keys count too."""
+
+    By default the spec's schema and its parent's are audited (keys into a tenant table from its
+    own schema block its deletes too), and the organization references are the default patterns
+    plus every column the spec gives a key (a basejump project's ``account_id``). ``today`` (UTC by
+    default) decides which accepted findings have expired. ``related``: the project's other specs
+    to the same organizations table, whose exceptions, accepted findings and planned keys count too."""
     today = today or datetime.now(timezone.utc).date()
     specs = [spec] + [r for r in related if (r.schema, r.parent) == (spec.schema, spec.parent)]
     accepted = {(s.schema, a.table, a.column, a.finding): a for s in specs for a in s.accepted}
-    schemas = schemas or [spec.schema]
-    patterns = list(patterns or DEFAULT_PATTERNS)
-    parent = (spec.schema, spec.parent.table)
+    schemas = schemas or list(dict.fromkeys([spec.schema, spec.parent.schema]))
+    patterns = list(patterns or dict.fromkeys([*DEFAULT_PATTERNS, *(fk.column for s in specs for fk in s.foreign_keys)]))
+    parent = (spec.parent.schema, spec.parent.table)
     declared = {(s.schema, e.table, e.column): e.reason for s in specs for e in s.exceptions}
     with db.read_only() as conn:
         columns = conn.execute(text(COLUMNS), {"schemas": schemas}).mappings().all()

@@ -316,10 +316,11 @@ def _with_target(func):
 
 @main.command()
 @_with_target
-@click.option("--schema", "schemas", multiple=True, help="Schema to audit (repeatable; default the spec's).")
+@click.option("--schema", "schemas", multiple=True,
+              help="Schema to audit (repeatable; default the spec's, and its parent table's if another).")
 @click.option("--pattern", "patterns", multiple=True,
               help="Column-name pattern of an organization reference (repeatable; default organization_id, org_id, "
-                   "*_org_id, *_organization_id).")
+                   "*_org_id, *_organization_id and the spec's foreign-key columns).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "github", "markdown"]), default="text",
               show_default=True, help="text for people; json; github: workflow annotations, plus a markdown table "
                                       "appended to $GITHUB_STEP_SUMMARY when it is set; markdown: a table.")

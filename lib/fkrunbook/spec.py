@@ -29,8 +29,11 @@ TODO = "TODO:"  # how a drafted spec marks a reason the engineer has yet to writ
 
 @dataclass(frozen=True)
 class Parent:
+    """The tenant table every foreign key points at. Its schema may differ from the children's (a
+    basejump project keeps ``basejump.accounts`` while the app's tables are in ``public``)."""
     table: str
     column: str
+    schema: str
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,13 @@ class Spec:
     sha256: str = field(default="", compare=False)
 
     @property
+    def parent_name(self) -> str:
+        """The parent table as messages, comments and docs name it: bare in the spec's schema (as
+        they always have), schema-qualified in another one."""
+        p = self.parent
+        return p.table if p.schema == self.schema else f"{p.schema}.{p.table}"
+
+    @property
     def child_tables(self) -> list[str]:
         """Tables that get a foreign key, in spec order, without repeats."""
         return list(dict.fromkeys(fk.table for fk in self.foreign_keys))
@@ -158,7 +168,8 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
     schema = p.identifier(doc, "schema", "the document", default="public")
     parent_raw = p.mapping(p.required(doc, "parent", "the document"), "parent")
     parent = Parent(table=p.identifier(parent_raw, "table", "parent"),
-                    column=p.identifier(parent_raw, "column", "parent", default="id"))
+                    column=p.identifier(parent_raw, "column", "parent", default="id"),
+                    schema=p.identifier(parent_raw, "schema", "parent", default=schema))
     mig_raw = p.mapping(p.required(doc, "migration", "the document"), "migration")
     version = mig_raw.get("version")
     if version not in (None, ""):
