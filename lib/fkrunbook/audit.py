@@ -6,8 +6,9 @@ Findings (each either declared in the spec as an intentional exception, with its
 - ``missing_fk``: a uuid column named like an organization reference (``organization_id``,
   ``org_id``, ``*_org_id``, ``*_organization_id`` by default) in a base table, with no foreign
   key to the organizations table;
-- ``unindexed_fk``: a foreign key whose columns lead no valid, non-partial index (Supabase's
-  advisor lint 0001, GitLab's rule): every delete of a parent row scans the child;
+- ``unindexed_fk``: a foreign key whose columns lead no valid index over every row with a value
+  there (no ``WHERE``, or ``WHERE <leading column> IS NOT NULL``; Supabase's advisor lint 0001,
+  GitLab's rule): every delete of a parent row scans the child;
 - ``blocking_delete``: a foreign key to the organizations table with ON DELETE NO ACTION or
   RESTRICT: a hard delete of an organization with such children fails;
 - ``not_valid``: a foreign key left NOT VALID: old rows were never checked;
@@ -74,10 +75,15 @@ WHERE con.contype = 'f' AND con.conparentid = 0 AND NOT c.relispartition AND n.n
 ORDER BY 2, 3, 1
 """
 
+# partial: the index leaves out rows that have a value in its leading column (a WHERE other than
+# `<leading column> IS NOT NULL`, which every lookup by that column implies)
 INDEXES = """
 SELECT i.indrelid AS relid, (i.indkey::int2[])[0:i.indnkeyatts - 1] AS keys, i.indisvalid AND i.indisready AS valid,
-       i.indpred IS NOT NULL AS partial, i.indisunique AS unique
+       i.indpred IS NOT NULL AND pg_get_expr(i.indpred, i.indrelid)
+           IS DISTINCT FROM '(' || quote_ident(a.attname) || ' IS NOT NULL)' AS partial,
+       i.indisunique AS unique
 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
 WHERE n.nspname = ANY(:schemas)
 """
 
@@ -132,7 +138,7 @@ def audit_schema(db: Database, spec: Spec, schemas: list[str] | None = None,
         if not any(valid and not partial and sorted(keys[:n]) == sorted(fk["conkey"])
                    for keys, valid, partial in covering.get(fk["relid"], [])):
             add(fk["schema"], fk["table"], column, "unindexed_fk",
-                f"{fk['conname']} -> {target}: no valid, non-partial index leads with ({column})")
+                f"{fk['conname']} -> {target}: no valid index over every row leads with ({column})")
         if (fk["parent_schema"], fk["parent"]) == parent and fk["confdeltype"] in ("a", "r"):
             add(fk["schema"], fk["table"], column, "blocking_delete",
                 f"{fk['conname']} is ON DELETE {ON_DELETE_CODES[fk['confdeltype']].upper()}: deleting an "

@@ -1,10 +1,11 @@
 """Which index already covers a foreign-key column, so the runbook never builds a second one.
 
 When the migration files are generated, each foreign-key column's covering index is named, in
-order: by the spec's ``index:``; after a valid, non-partial index in the live database whose
-leading column is the column (:func:`fkrunbook.catalog.covering_index`); after a ``CREATE INDEX``
-on that table, with that leading column and no ``WHERE``, in an earlier migration file of the
-folder (:func:`indexes_in_files`); else the spec's default ``<table>_<column>_idx``. The file then
+order: by the spec's ``index:``; after a valid index in the live database whose leading column is
+the column and that holds every row with a value there (:func:`fkrunbook.catalog.covering_index`);
+after a ``CREATE INDEX`` on that table, with that leading column and no ``WHERE`` (or only
+``WHERE <column> IS NOT NULL``, which a lookup by the column implies), in an earlier migration
+file of the folder (:func:`indexes_in_files`); else the spec's default ``<table>_<column>_idx``. The file then
 says ``CREATE INDEX CONCURRENTLY IF NOT EXISTS <that name>``: a no-op where the index exists, and
 the team's own name where it does not (a database rebuilt from the files).
 
@@ -29,6 +30,7 @@ DROP_INDEX = re.compile(r"DROP\s+INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+EXISTS\s+)?
 RENAME_INDEX = re.compile(rf"ALTER\s+INDEX\s+(?:IF\s+EXISTS\s+)?(?:{IDENT}\s*\.\s*)?(?P<old>{IDENT})\s+"
                           rf"RENAME\s+TO\s+(?P<new>{IDENT})", re.IGNORECASE | re.DOTALL)
 LEADING_COLUMN = re.compile(rf"\s*(?P<column>{IDENT})\s*(?P<after>.*)", re.DOTALL)
+NOT_NULL = re.compile(rf"(?P<column>{IDENT})\s+IS\s+NOT\s+NULL", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,15 @@ class CreatedIndex:
     table: str
     leading_column: str | None  # None: the first key is an expression
     columns: int               # key columns (INCLUDE columns not counted)
-    partial: bool              # has a WHERE clause: does not cover the column
+    partial: bool              # has a WHERE clause
     file: str
+    not_null: str | None = None  # the column of a WHERE that is only `<column> IS NOT NULL`
 
     def covers(self, schema: str, table: str, column: str) -> bool:
-        return (not self.partial and self.table == table and self.leading_column == column
-                and self.schema in (None, schema))
+        """Whether a lookup of ``column = $1`` (the key check, an ON DELETE action) finds every row
+        in this index: led by the column, and no WHERE or only ``WHERE <column> IS NOT NULL``."""
+        return ((not self.partial or self.not_null == column) and self.table == table
+                and self.leading_column == column and self.schema in (None, schema))
 
 
 def strip_comments(sql: str) -> str:
@@ -88,10 +93,23 @@ def parse_create_index(statement: str, file: str = "") -> CreatedIndex | None:
     column = None
     if leading and not leading.group("after").startswith("("):  # `lower(x)`: an expression, not a column
         column = unquote(leading.group("column"))
-    partial = re.search(r"\bWHERE\b", _without_quoted(text[close_at + 1:]), re.IGNORECASE) is not None
+    where = re.search(r"\bWHERE\b", _without_quoted(text[close_at + 1:]), re.IGNORECASE)
+    not_null = None
+    if where:  # the predicate follows the last WHERE (one in a quoted name before it is not the clause)
+        tail = text[close_at + 1:]
+        not_null = _not_null_column(tail[[m.end() for m in re.finditer(r"\bWHERE\b", tail, re.I)][-1]:])
     schema = match.group("schema")
     return CreatedIndex(unquote(match.group("name")), unquote(schema) if schema else None,
-                        unquote(match.group("table")), column, len(keys), partial, file)
+                        unquote(match.group("table")), column, len(keys), where is not None, file, not_null)
+
+
+def _not_null_column(predicate: str) -> str | None:
+    """The column of a predicate that is only ``<column> IS NOT NULL`` (in any parentheses), else None."""
+    predicate = predicate.strip().removesuffix(";").strip()
+    while predicate.startswith("(") and _closing(predicate, 0) == len(predicate) - 1:
+        predicate = predicate[1:-1].strip()
+    found = NOT_NULL.fullmatch(predicate)
+    return unquote(found.group("column")) if found else None
 
 
 def _names(listed: str) -> list[str]:
@@ -125,7 +143,8 @@ def indexes_in_files(files: list[MigrationFile]) -> dict[str, CreatedIndex]:
 
 
 def covering_in_files(indexes: dict[str, CreatedIndex], schema: str, table: str, column: str) -> str | None:
-    """The name of an index the files create on schema.table with ``column`` leading and no WHERE:
-    the one with the fewest columns, the earliest first."""
+    """The name of an index the files create on schema.table that covers ``column``
+    (:meth:`CreatedIndex.covers`): one without WHERE first, then the one with the fewest columns,
+    the earliest first."""
     candidates = [i for i in indexes.values() if i.covers(schema, table, column)]
-    return min(candidates, key=lambda i: i.columns).name if candidates else None
+    return min(candidates, key=lambda i: (i.partial, i.columns)).name if candidates else None
