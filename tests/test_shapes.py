@@ -9,6 +9,8 @@ from .rehearse import rehearse, team_repository
 SHAPES = {
     # shape -> the tenant keys its spec adds
     "event_store": ["impersonation_sessions_projection.target_org_id", "user_roles_projection.org_id"],
+    "cycles": ["memberships.organization_id", "invitations.organization_id", "documents.organization_id",
+               "webhooks.organization_id", "billing_customers.organization_id", "notifications.organization_id"],
 }
 
 
