@@ -44,8 +44,7 @@ def test_a_partial_index_on_is_not_null_is_read(where, not_null):
     assert created.covers("public", T, "provider_org_id") == (not_null == "provider_org_id")
 
 
-def test_statements_that_create_no_named_index_are_ignored():
-    assert parse_create_index(f"CREATE INDEX ON {T} (provider_org_id)") is None  # PostgreSQL picks the name
+def test_statements_that_create_no_index_are_ignored():
     assert parse_create_index(f"ALTER TABLE {T} ADD COLUMN note text") is None
     assert parse_create_index("SELECT 'CREATE INDEX x ON t (c)'") is None
 
@@ -126,3 +125,46 @@ def test_live_covering_index_composite_and_partial(database):
         conn.execute("PREPARE lookup(uuid) AS SELECT 1 FROM ONLY public.cov x WHERE c = $1 FOR KEY SHARE OF x")
         plan = [line for (line,) in conn.execute("EXPLAIN (COSTS OFF) EXECUTE lookup(NULL)")]
     assert any("cov_c_set" in line for line in plan), plan
+
+
+# Indexes PostgreSQL names itself (unnamed CREATE INDEX, primary keys, unique constraints), and the
+# constraints' indexes: the files are read into the names the server gives them.
+NAMED_BY_POSTGRES = """
+CREATE TABLE public.members (
+    organization_id uuid NOT NULL,
+    profile_id      uuid NOT NULL,
+    email           text NOT NULL UNIQUE CHECK (email <> 'unique primary key'),
+    note            text DEFAULT 'primary key',
+    PRIMARY KEY (organization_id, profile_id)
+);
+CREATE TABLE public.customers (organization_id uuid PRIMARY KEY, ref text CONSTRAINT customer_ref UNIQUE,
+                               code text, UNIQUE NULLS NOT DISTINCT (code, ref) INCLUDE (organization_id));
+CREATE INDEX ON public.members (organization_id, email DESC);
+CREATE INDEX ON public.members (organization_id, email);
+CREATE INDEX ON public.members (lower(email)) INCLUDE (note);
+CREATE TABLE public.a_table_name_that_is_long_enough_to_be_cut_by_postgresql_here (
+    an_organization_column_with_a_long_name_too uuid, other uuid);
+CREATE INDEX ON public.a_table_name_that_is_long_enough_to_be_cut_by_postgresql_here
+    (an_organization_column_with_a_long_name_too, other);
+CREATE TABLE public.grants (id bigint, organization_id uuid, token text);
+ALTER TABLE ONLY public.grants ADD CONSTRAINT grants_pkey PRIMARY KEY (id), ADD UNIQUE (organization_id, token);
+CREATE UNIQUE INDEX grants_token ON public.grants (token);
+ALTER TABLE public.grants ADD CONSTRAINT grants_token_unique UNIQUE USING INDEX grants_token;
+CREATE TABLE public.gone (id int PRIMARY KEY, org uuid UNIQUE);
+ALTER TABLE public.gone DROP CONSTRAINT gone_org_key;
+"""
+
+
+def test_indexes_are_named_as_postgresql_names_them(database, tmp_path):
+    database.sql(NAMED_BY_POSTGRES)
+    tables = ["members", "customers", "a_table_name_that_is_long_enough_to_be_cut_by_postgresql_here", "grants",
+              "gone"]
+    live = {(name, table, leading) for name, table, leading in database.sql(
+        "SELECT ic.relname::text, c.relname::text, a.attname::text FROM pg_index i "
+        "JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid "
+        "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] "
+        "WHERE c.relname = ANY(%s)", (tables,))}
+    read = indexes_in_files(_folder(tmp_path, {"20250101000000_a.sql": NAMED_BY_POSTGRES}))
+    assert {(i.name, i.table, i.leading_column) for i in read.values()} == live
+    assert covering_in_files(read, "public", "members", "organization_id") == "members_pkey"  # the composite key
+    assert covering_in_files(read, "public", "customers", "organization_id") == "customers_pkey"
