@@ -8,7 +8,13 @@ values where they must be unique), and otherwise proposes values per column (see
 data or syntax error from a type, a violated constraint, a trigger's error, a row-level security
 check, an insert that wrote no row) moves on to the next candidates for the columns the rejection
 points at. Errors that mean the environment is broken (a lost connection, a missing privilege, a
-timeout) are raised as they are. Use it only in a transaction that is rolled back.
+timeout) are raised as they are.
+
+Two uses. By default (the cascade test) every row is made inside the caller's transaction, which
+the caller rolls back; an autocommit connection is refused. With ``commit=True`` (sample data,
+:mod:`fkrunbook.teamdata`) the rows are kept: on an autocommit connection each :meth:`RowMaker.insert`
+is one transaction of its own (the row and the rows it needed commit together, or none of them
+does); inside the caller's transaction they are kept when the caller commits.
 """
 from __future__ import annotations
 
@@ -77,9 +83,11 @@ class TableInfo:
 
 
 class RowMaker:
-    def __init__(self, conn: psycopg.Connection):
+    def __init__(self, conn: psycopg.Connection, *, commit: bool = False):
         self.conn = conn
+        self.commit = commit
         self.rng = random.Random()
+        self.last_sent: dict | None = None  # what the last insert wrote: column -> text, None or DEFAULT
         self._tables: dict[tuple[str, str], TableInfo] = {}
         self._types: dict[int, TypeInfo] = {}
 
@@ -195,13 +203,19 @@ class RowMaker:
         return values_for(col.type, hints, self.rng, col.typmod)
 
     # -- insert ----------------------------------------------------------------------------------
-    def insert(self, schema: str, table: str, values: dict[str, object] | None = None, depth: int = 0) -> dict:
-        """Insert one row into schema.table that satisfies its constraints; ``values`` are fixed.
-        Returns the inserted row (column name to value)."""
-        if self.conn.autocommit:
+    def insert(self, schema: str, table: str, values: dict[str, object] | None = None, depth: int = 0,
+               avoid: dict[str, set[str]] | None = None) -> dict:
+        """Insert one row into schema.table that satisfies its constraints; ``values`` are fixed,
+        ``avoid`` names values a column must not take (as text). Returns the inserted row (column
+        name to value); :attr:`last_sent` is what was written."""
+        idle = self.conn.info.transaction_status == TransactionStatus.IDLE
+        if self.conn.autocommit and not self.commit:
             raise RowMakerError("the row maker writes only inside a transaction that is rolled back; "
-                                "use a connection without autocommit")
-        if self.conn.info.transaction_status == TransactionStatus.IDLE:
+                                "use a connection without autocommit (or RowMaker(conn, commit=True) to keep rows)")
+        if self.conn.autocommit and idle:
+            with self.conn.transaction():  # one transaction: the row and the rows it needed, or nothing
+                return self.insert(schema, table, values, depth, avoid)
+        if idle:
             self.conn.execute("SELECT 1")  # open the caller's transaction: each attempt is then a savepoint in it
         if depth > MAX_DEPTH:
             raise RowMakerError(f"foreign keys nest deeper than {MAX_DEPTH} tables from {schema}.{table}; "
@@ -212,7 +226,12 @@ class RowMaker:
         if unknown:
             raise RowMakerError(f"{info.label} has no column {sorted(unknown)[0]}; check the spec's column names",
                                 table=info.label, column=sorted(unknown)[0])
-        return _Attempts(self, info, fixed, depth).run()
+        unknown = set(avoid or {}) - set(info.columns)
+        if unknown:
+            raise RowMakerError(f"{info.label} has no column {sorted(unknown)[0]}; check the spec's column names",
+                                table=info.label, column=sorted(unknown)[0])
+        made, self.last_sent = _Attempts(self, info, fixed, depth, avoid or {}).run()
+        return made
 
     def template(self, info: TableInfo) -> dict[str, str | None] | None:
         """An existing row of the table (its writable columns, as text), or None when it has none."""
@@ -239,8 +258,8 @@ class RowMaker:
 class _Attempts:
     """One row being made: a pool of candidates per column and an odometer over them."""
 
-    def __init__(self, maker: RowMaker, info: TableInfo, fixed: dict, depth: int):
-        self.maker, self.info, self.fixed, self.depth = maker, info, fixed, depth
+    def __init__(self, maker: RowMaker, info: TableInfo, fixed: dict, depth: int, avoid: dict[str, set[str]]):
+        self.maker, self.info, self.fixed, self.depth, self.avoid = maker, info, fixed, depth, avoid
         self.template = maker.template(info)
         self.fk_of = {}
         for name, (cols, *_rest) in info.foreign_keys.items():
@@ -281,9 +300,13 @@ class _Attempts:
             pool.append(PARENT)
         else:
             pool += self.maker.values(self.info, col)
-        return [p for p in dict.fromkeys(pool) if p is not None or not col.not_null]
+        avoided = set(self.avoid.get(col.name, ()))
+        if avoided:
+            avoided.add(DEFAULT)  # a default might give an avoided value: only values seen here
+        return [p for p in dict.fromkeys(pool) if (p is not None or not col.not_null) and p not in avoided]
 
-    def run(self) -> dict:
+    def run(self) -> tuple[dict, dict]:
+        """The inserted row, and what was written for it (column -> text, None or DEFAULT)."""
         last = None
         for _ in range(MAX_ATTEMPTS):
             row = self._row()
@@ -292,7 +315,7 @@ class _Attempts:
                     made = self._insert(row)
                     if made is None:
                         raise _NoRow()
-                return made
+                return made, row
             except _NoRow:
                 last = ("no row", None, [])
                 self._advance([])
