@@ -459,7 +459,9 @@ def keep_db(server):
                      "CREATE TABLE child (parent_id uuid NOT NULL REFERENCES parent, n integer NOT NULL "
                      "CHECK (n BETWEEN 1 AND 5)); "
                      "CREATE TABLE closed (parent_id uuid NOT NULL REFERENCES parent, n integer NOT NULL "
-                     "CONSTRAINT never CHECK (n > 10 AND n < 11))")
+                     "CONSTRAINT never CHECK (n > 10 AND n < 11)); "
+                     "CREATE TABLE roles (parent_id uuid NOT NULL REFERENCES parent, org text NOT NULL, "
+                     "PRIMARY KEY (parent_id, org))")
     yield server.url(name)
     with psycopg.connect(server.url(), autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -495,4 +497,14 @@ def test_avoided_values_are_never_written(keep_db):
         maker = RowMaker(conn)
         for _ in range(5):
             assert maker.insert("public", "child", avoid={"n": {"0", "1", "2", "3"}})["n"] in (4, 5)
+        conn.rollback()
+
+
+def test_a_unique_key_of_a_foreign_key_and_a_fixed_column_gets_a_new_referenced_row(keep_db):
+    """A role per (user, organization), the organization given: once the existing row's user holds
+    a role there, the next role needs a new user, not the copied one again."""
+    with psycopg.connect(keep_db) as conn:
+        maker = RowMaker(conn)
+        users = {maker.insert("public", "roles", {"org": "acme"})["parent_id"] for _ in range(3)}
+        assert len(users) == 3
         conn.rollback()

@@ -338,7 +338,8 @@ class _Attempts:
                     for c in cols:
                         if c in self.pools and c not in self.fk_of:
                             self.pools[c] = self._pool(self.info.columns[c])  # fresh uuids and random parts
-                    self._refresh_parents(cols)
+                    if self._refresh_parents(cols):
+                        continue  # a new referenced row makes the group new: nothing else to turn
                 self._advance(cols)
         user = self.maker.conn.execute("SELECT current_user::text").fetchone()[0]
         raise _refusal(self.info, last, user)
@@ -401,8 +402,9 @@ class _Attempts:
         self.new_parent.discard(fk)
         return self.parents[fk]
 
-    def _refresh_parents(self, cols: list[str]) -> None:
-        """A unique group made only of foreign-key columns: a new referenced row makes it new."""
+    def _refresh_parents(self, cols: list[str]) -> bool:
+        """A unique group whose only columns we choose are foreign-key columns (the others fixed by
+        the caller): a new referenced row makes it new. Whether it did that."""
         fks = {self.fk_of[c] for c in cols if c in self.fk_of}
         if fks and all(c in self.fk_of for c in cols if c in self.pools):
             fk = sorted(fks)[0]
@@ -411,6 +413,8 @@ class _Attempts:
             for c in self.info.foreign_keys[fk][0]:
                 if c in self.pools:
                     self.choice[c] = self.pools[c].index(PARENT)
+            return True
+        return False
 
     def _insert(self, row: dict) -> dict | None:
         target = sql.Identifier(self.info.schema, self.info.name)
