@@ -1,6 +1,7 @@
 """The whole rehearsal on schemas shaped like real Supabase projects' (tests/team_schemas), each
 with its own spec, on the three majors Supabase teams run (15, 17) or fkrunbook embeds (18):
-the schema loaded from the team's migrations through the compatibility layer, then every phase."""
+the schema loaded from the team's migrations through the compatibility layer, with sample data and
+planted orphans, then every phase."""
 import pytest
 
 from .majors import MAJORS, missing
@@ -25,3 +26,4 @@ def test_whole_rehearsal_on_a_real_shaped_schema(shape, major, tmp_path):
         assert done.keys[key] == (True, "CASCADE"), key
     assert len(done.results["apply"]["files_recorded"]) == 3  # indexes, keys NOT VALID, VALIDATE
     assert done.results["cascade_validation"]["passed"]
+    done.check_orphans()  # found what the sample data planted, and cleaned up

@@ -166,7 +166,8 @@ def test_local_reset_from_migrations_seeds_inside_the_build_then_swap(tmp_path):
         assert failed.exit_code == 1 and failed.stdout == ""
         assert failed.stderr == ("fkrunbook: error: column impersonation_sessions_projection.target_organization_id "
                                  f"does not exist in environment 'local'; fix the spec ({spec}) or the database; "
-                                 "local database 'fkrunbook' left as it was\n")
+                                 "local database 'fkrunbook' left as it was (--rows 0 loads the schema without "
+                                 "sample data)\n")
         assert _rows(url, "SELECT id FROM organizations_projection ORDER BY id") == before
     finally:
         stop_server(data_dir, local_bin_dir(root))

@@ -28,7 +28,7 @@ import psycopg
 
 from . import history
 from .compat import CompatLayer, apply_compat, connection, read_compat, statement_body
-from .errors import FkrunbookError, SampleDataError, SchemaLoadError
+from .errors import FkrunbookError, SampleDataError, SchemaLoadError, SpecMismatchError
 from .spec import Spec
 from .sqltext import depth_split, lex
 from .teamdata import TeamSample, check_team_rows, seed_team_data
@@ -197,7 +197,8 @@ def reset_local_from(env, migrations_dir: str | Path | None = None, dump: str | 
         raise SchemaLoadError(f"{err}; local database {env.database!r} left as it was", file=err.file,
                               line=err.line, sqlstate=err.sqlstate) from None
     except FkrunbookError as err:  # the spec does not fit the schema, or a table cannot be filled
-        err.args = (f"{err}; local database {env.database!r} left as it was",)
+        hint = " (--rows 0 loads the schema without sample data)" if isinstance(err, SpecMismatchError) else ""
+        err.args = (f"{err}; local database {env.database!r} left as it was{hint}",)
         raise
     return replace(result, database=env.database, compat=tuple(layer.created), seconds=time.monotonic() - started)
 
