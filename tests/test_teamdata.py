@@ -39,13 +39,25 @@ def _database(srv) -> str:
     return name
 
 
+def _drop(srv, name: str) -> None:
+    with psycopg.connect(srv.url(), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture(params=MAJORS)
 def shaped(request, pg_servers):
+    """The shape on PostgreSQL 15, 17 and 18."""
     srv = pg_servers(request.param)
     name = _database(srv)
     yield srv.url(name)
-    with psycopg.connect(srv.url(), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    _drop(srv, name)
+
+
+@pytest.fixture
+def shaped18(server):
+    name = _database(server)
+    yield server.url(name)
+    _drop(server, name)
 
 
 def _found(url: str) -> dict:
@@ -102,9 +114,8 @@ def test_rows_go_in_through_the_teams_own_triggers(shaped):
     assert _rows(shaped, "SELECT count(*) FROM pg_trigger WHERE tgenabled <> 'O' AND NOT tgisinternal") == [(0,)]
 
 
-def test_rows_already_there_are_left_alone_and_counted(server):
-    name = _database(server)
-    url = server.url(name)
+def test_rows_already_there_are_left_alone_and_counted(shaped18):
+    url = shaped18
     with psycopg.connect(url, autocommit=True) as conn:
         first = seed_team_data(conn, SPEC, rows=60, planted=2)
         kept = conn.execute("SELECT id, slug FROM organizations_projection ORDER BY id").fetchall()
@@ -116,9 +127,8 @@ def test_rows_already_there_are_left_alone_and_counted(server):
     assert _found(url) == second.expected()
 
 
-def test_a_table_the_spec_names_but_the_schema_lacks_is_one_line_and_nothing_is_kept(server, tmp_path):
-    name = _database(server)
-    url = server.url(name)
+def test_a_table_the_spec_names_but_the_schema_lacks_is_one_line_and_nothing_is_kept(shaped18, tmp_path):
+    url = shaped18
     broken = tmp_path / "spec.yaml"
     broken.write_text((SHAPE / "spec.yaml").read_text().replace("table: user_roles_projection", "table: user_roles"))
     with psycopg.connect(url, autocommit=True) as conn:
@@ -131,9 +141,8 @@ def test_a_table_the_spec_names_but_the_schema_lacks_is_one_line_and_nothing_is_
                       "(SELECT count(*) FROM impersonation_sessions_projection)") == [(0, 0, 0)]
 
 
-def test_a_table_no_row_can_be_made_for_names_table_column_and_constraint(server):
-    name = _database(server)
-    url = server.url(name)
+def test_a_table_no_row_can_be_made_for_names_table_column_and_constraint(shaped18):
+    url = shaped18
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("ALTER TABLE impersonation_sessions_projection ADD CONSTRAINT never CHECK (status = 'x' AND "
                      "status <> 'x')")
@@ -194,3 +203,36 @@ def test_demo_from_migrations_rehearses_the_whole_runbook_on_seeded_data(tmp_pat
     assert results["docs_update"]["written"]
     assert (root / ".fkrunbook" / "demo-docs" / "docs" / "schema" / "orphan-detection.md").is_file()
     assert not (root / "docs").exists()  # the team's own docs folder untouched
+
+
+def test_local_reset_from_a_dump_with_rows_seeds_around_the_rows_it_carries(server, shaped18, tmp_path):
+    """`--from-dump FILE --rows N` on a dump that carries rows as well as the schema (pg_dump
+    --inserts), their orphans included: the rows stay, and the orphan check finds theirs plus those
+    planted."""
+    import subprocess
+
+    from fkrunbook.rehearsal import reset_local_from
+    from fkrunbook.server import embedded_bin_dir
+
+    source = shaped18
+    with psycopg.connect(source, autocommit=True) as conn:
+        carried = seed_team_data(conn, SPEC, rows=40, planted=2)
+    excluded = "auth|extensions|storage|graphql|graphql_public|vault|realtime|supabase_functions|supabase_migrations|" \
+               "cron|net|pgsodium|information_schema|pg_*"
+    dumped = subprocess.run([str(embedded_bin_dir() / "pg_dump"), "--inserts", "--quote-all-identifiers",
+                             "--exclude-schema", excluded, "--schema", "*", "--extension", "*",
+                             "--exclude-table-data", "public.user_roles_projection",  # its users are in auth
+                             "--dbname", source], capture_output=True, text=True, check=True).stdout
+    dump = tmp_path / "dump.sql"
+    dump.write_text(dumped.replace('\nCREATE SCHEMA "public";', '\n-- CREATE SCHEMA "public";'))
+    env = Environment("local", "embedded", data_dir=server.data_dir, database=f"local_{uuid.uuid4().hex[:8]}")
+    try:
+        result = reset_local_from(env, dump=dump, rows=60, spec=SPEC)
+        url = server.url(env.database)
+        assert result.sample.before["orphans"] == {FK_COLUMNS[0]: 2, FK_COLUMNS[1]: 0}
+        assert result.sample.before["orphan_streams"]["domain_events.stream_id"] == 2
+        assert _found(url) == result.sample.expected()
+        assert _rows(url, "SELECT count(*) FROM organizations_projection") == [(carried.organizations + 3,)]
+        assert result.lines[-2].startswith("sample data: ")
+    finally:
+        _drop(server, env.database)
