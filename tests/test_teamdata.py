@@ -236,3 +236,25 @@ def test_local_reset_from_a_dump_with_rows_seeds_around_the_rows_it_carries(serv
         assert result.lines[-2].startswith("sample data: ")
     finally:
         _drop(server, env.database)
+
+
+def test_views_and_absent_tables_among_the_exceptions_are_skipped_and_counted_as_the_check_counts(
+        shaped18, tmp_path):
+    import yaml
+
+    raw = yaml.safe_load((SHAPE / "spec.yaml").read_text())
+    raw["intentional_exceptions"][1]["payload"] = {"column": "event_data", "key": "organization_id"}  # the view
+    raw["intentional_exceptions"].append({"table": "event_archive", "column": "stream_id", "reason": "gone",
+                                          "discriminator": {"column": "stream_type", "value": "organization"}})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    spec = load_spec(tmp_path / "spec.yaml")
+    with psycopg.connect(shaped18, autocommit=True) as conn:
+        sample = seed_team_data(conn, spec, rows=90)
+    results = find_orphans(Database(Environment("test", "url", url_env="UNUSED"), shaped18), spec).results()
+    results.pop("clean")
+    assert results == sample.expected()
+    assert set(sample.read_back) == {"unprocessed_events.stream_id", "unprocessed_events.event_data->organization_id",
+                                     "event_archive.stream_id"}
+    assert sample.notes == (
+        "skipped public.unprocessed_events: a view, it shows the rows of its tables (nothing written to it)",
+        "skipped public.event_archive: not in this schema (intentional exception)")

@@ -37,7 +37,7 @@ from .spec import IntentionalException, Spec
 from .sqltext import literal
 
 BATCH = 500
-UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")  # orphans.UUID_PATTERN
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")  # as the check's
 TEAM_ROWS = 200  # the default: enough for a rehearsal to look at, written in about a second
 MIN_ORGANIZATIONS = 3
 ROWS_PER_ORGANIZATION = 20
@@ -57,7 +57,7 @@ class TeamSample:
     """What :func:`seed_team_data` wrote and planted. ``orphans`` and ``orphan_streams`` have the keys
     of :meth:`fkrunbook.orphans.OrphanReport.results`; ``before`` holds the same counts for the
     rows that were already there; ``read_back`` the labels counted after seeding instead of from
-    the rows written (views, which show rows of their tables)."""
+    the rows written (views, which show rows of their tables, and tables absent here)."""
     organizations: int = 0                                  # organizations made
     rows: dict[str, int] = field(default_factory=dict)      # "schema.table" -> rows added (triggers' included)
     orphans: dict[str, int] = field(default_factory=dict)   # "table.column" -> orphan rows planted
@@ -185,7 +185,7 @@ class _Writer:
         self.pinned = [name for name, (cols, *_r) in self.info.foreign_keys.items()
                        if any(c in fixed for c in cols) and not all(c in fixed for c in cols)]
         for cols in self.info.groups(("unique", "exclusion")):
-            if any(self.recipe.get(c, DEFAULT) is DEFAULT or self.recipe.get(c) is None for c in cols if c not in fixed):
+            if any(self.recipe.get(c, DEFAULT) in (DEFAULT, None) for c in cols if c not in fixed):
                 continue  # a default (a sequence, a new uuid, an identity) or a NULL: not repeated
             if any(c in self.fresh for c in cols):
                 continue
@@ -285,8 +285,14 @@ class _Writer:
         return self.pinned_rows[key]
 
     def _insert(self, rows: list[dict]) -> list[dict]:
+        """One INSERT ... SELECT FROM unnest(...) of rows that name the same columns; the rows as text."""
         info = self.info
-        cols = [c for c in info.columns if any(c in r for r in rows)]
+        shapes: dict[tuple, list[dict]] = {}
+        for r in rows:
+            shapes.setdefault(tuple(c for c in info.columns if c in r), []).append(r)
+        if len(shapes) > 1:
+            return [made for same in shapes.values() for made in self._insert(same)]
+        cols = list(next(iter(shapes), ()))
         target = sql.Identifier(info.schema, info.name)
         returning = sql.SQL(", ").join(sql.SQL("CAST({} AS text)").format(sql.Identifier(c)) for c in info.columns)
         if cols:
@@ -297,8 +303,7 @@ class _Writer:
                                    for i, c in enumerate(cols)),
                 sql.SQL(", ").join(sql.SQL("CAST({} AS text[])").format(sql.Placeholder()) for _ in cols),
                 sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(len(cols))), returning)
-            params = [[r.get(c, self.recipe.get(c)) if r.get(c, self.recipe.get(c)) is not DEFAULT else None
-                       for r in rows] for c in cols]
+            params = [[r[c] for r in rows] for c in cols]
         else:
             query = sql.SQL("INSERT INTO {} SELECT FROM generate_series(1, %s) RETURNING {}").format(target, returning)
             params = [len(rows)]
@@ -378,26 +383,33 @@ class _Seeder:
         for table, (fk_columns, exceptions) in tables.items():
             written[table] = self._fill(table, fk_columns, exceptions, pool, per_table, planted)
         ids = self._existing_ids(None)
+        known = ids | {None}  # an organization, or no reference at all: not an orphan
         orphans, streams, read_back = {}, {}, []
         for fk in spec.foreign_keys:
-            orphans[fk.label] = sum(1 for r in written[fk.table] if r[fk.column] is not None and r[fk.column] not in ids)
-        after = None
+            orphans[fk.label] = sum(1 for r in written[fk.table] if r[fk.column] not in known)
+        skipped = any(exc.table not in written for exc in spec.exceptions)
+        after = self._orphan_counts()["orphan_streams"] if skipped else {}
         for exc in spec.exceptions:
             if exc.discriminator is None:
                 continue
-            if exc.table not in written:  # a view or absent: what shows through it, read back
-                after = after or self._orphan_counts()
-                streams[exc.label] = after["orphan_streams"].get(exc.label, 0)
+            if exc.table not in written:  # a view (or absent): what shows through it, read back
+                streams[exc.label] = after[exc.label]
                 read_back.append(exc.label)
                 continue
             d = exc.discriminator
             streams[exc.label] = sum(1 for r in written[exc.table]
-                                     if r[d.column] == d.value and r[exc.column] is not None and r[exc.column] not in ids)
+                                     if r[d.column] == d.value and r[exc.column] not in known)
         for exc in spec.exceptions:
-            if exc.payload is None or exc.table not in written:
+            if exc.payload is None:
                 continue
-            streams[_payload_label(exc)] = sum(1 for r in written[exc.table]
-                                               if _payload_orphan(r.get(exc.payload.column), exc.payload.key, ids))
+            label = _payload_label(exc)
+            if exc.table not in written:
+                if label in after:
+                    streams[label] = after[label]
+                    read_back.append(label)
+                continue
+            streams[label] = sum(1 for r in written[exc.table]
+                                 if _payload_orphan(r.get(exc.payload.column), exc.payload.key, ids))
         return TeamSample(organizations=len(made), rows=self._added(counted), orphans=orphans, orphan_streams=streams,
                           before=before, read_back=tuple(read_back), notes=tuple(self.notes),
                           made_by_row_maker=sum(w.made for w in self.writers.values()))
@@ -482,11 +494,12 @@ class _Seeder:
         counts = {"orphans": {}, "orphan_streams": {}}
         for fk in spec.foreign_keys:
             counts["orphans"][fk.label] = self.conn.execute(orphan_query(spec, fk, "count(*)")).fetchone()[0]
-        for exc in spec.exceptions:
-            if exc.discriminator is not None and self._relkind(exc.table):
+        for exc in spec.exceptions:  # an absent table's streams are 0, as the check reports them
+            if exc.discriminator is not None:
                 query = stream_orphan_query(spec, exc, "count(*)").replace(":stream_type",
                                                                            literal(exc.discriminator.value))
-                counts["orphan_streams"][exc.label] = self.conn.execute(query).fetchone()[0]
+                counts["orphan_streams"][exc.label] = self.conn.execute(query).fetchone()[0] \
+                    if self._relkind(exc.table) else 0
         for exc in spec.exceptions:
             if exc.payload is not None and self._relkind(exc.table):
                 counts["orphan_streams"][_payload_label(exc)] = self.conn.execute(
