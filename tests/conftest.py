@@ -17,6 +17,7 @@ from fkrunbook.config import Config, load_config
 from fkrunbook.environment import get_environment
 from fkrunbook.sample import generate_data, load_baseline
 from fkrunbook.server import LocalServer, ensure_server, stop_server
+from fkrunbook.spec import parse_spec
 
 from .majors import bin_dir, missing
 
@@ -131,6 +132,46 @@ def team_spec(folder: Path) -> Spec:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / SPEC.name).write_text(yaml.safe_dump(raw, sort_keys=False))
     return load_spec(folder / SPEC.name)
+
+
+# A tenant table in another schema than its children (a basejump project's basejump.accounts), and a
+# decoy public.accounts holding the ids the orphans carry: a query that looked for the parent in the
+# children's schema would find them there and see no orphan.
+CROSS_SCHEMA = """
+CREATE SCHEMA basejump;
+CREATE TABLE basejump.accounts (id uuid PRIMARY KEY, slug text UNIQUE);
+CREATE TABLE public.accounts (id uuid PRIMARY KEY, slug text);
+INSERT INTO basejump.accounts VALUES ('00000000-0000-0000-0000-00000000000a', 'acme'),
+                                     ('00000000-0000-0000-0000-00000000000b', 'globex');
+INSERT INTO public.accounts VALUES ('00000000-0000-0000-0000-0000000000d1', 'gone-1'),
+                                   ('00000000-0000-0000-0000-0000000000d2', 'gone-2');
+CREATE TABLE public.projects (id serial PRIMARY KEY, account_id uuid NOT NULL, name text NOT NULL);
+INSERT INTO public.projects (account_id, name) VALUES
+    ('00000000-0000-0000-0000-00000000000a', 'a1'), ('00000000-0000-0000-0000-00000000000a', 'a2'),
+    ('00000000-0000-0000-0000-00000000000b', 'b1'),
+    ('00000000-0000-0000-0000-0000000000d1', 'orphan 1'), ('00000000-0000-0000-0000-0000000000d2', 'orphan 2');
+CREATE TABLE public.activity_log (id serial PRIMARY KEY, account_id uuid NOT NULL, subject_type text NOT NULL,
+    subject_id uuid);
+INSERT INTO public.activity_log (account_id, subject_type, subject_id) VALUES
+    ('00000000-0000-0000-0000-00000000000a', 'account', '00000000-0000-0000-0000-00000000000a'),
+    ('00000000-0000-0000-0000-00000000000a', 'account', '00000000-0000-0000-0000-0000000000d1'),
+    ('00000000-0000-0000-0000-00000000000b', 'project', '00000000-0000-0000-0000-0000000000d2');
+"""
+
+
+def cross_schema_spec(**parent) -> Spec:
+    """A spec whose parent is basejump.accounts, its children public.projects and public.activity_log
+    (``parent`` overrides the parent's fields)."""
+    return parse_spec({
+        "name": "add_missing_account_fk_constraints", "schema": "public",
+        "parent": {"schema": "basejump", "table": "accounts", "column": "id", **parent},
+        "migration": {"version": "20260301120000"},
+        "foreign_keys": [{"table": "projects", "column": "account_id", "on_delete": "cascade",
+                          "classification": "oversight", "reason": "A project belongs to one account."}],
+        "intentional_exceptions": [{"table": "activity_log", "column": "subject_id",
+                                    "discriminator": {"column": "subject_type", "value": "account"},
+                                    "reason": "Polymorphic: subject_type says what subject_id names."}],
+    }, "cross_schema.yaml")
 
 
 @pytest.fixture

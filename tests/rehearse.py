@@ -55,11 +55,11 @@ class Rehearsal:
         assert cleaned["confirmed"] and cleaned["rows"] == found["orphans"]
 
 
-def team_repository(shape: str, major: str, root: Path) -> Path:
-    """``root`` made a team's repository: `fkrunbook init`, the shape's migrations and spec, and
-    the local environment on ``major``'s binaries."""
+def team_repository(shape: str, major: str, root: Path, *init_args: str) -> Path:
+    """``root`` made a team's repository: `fkrunbook init INIT_ARGS`, the shape's migrations and
+    spec, and the local environment on ``major``'s binaries."""
     root.mkdir(parents=True, exist_ok=True)
-    result = invoke("init", cwd=root)
+    result = invoke("init", *init_args, cwd=root)
     assert result.exit_code == 0, result.output
     shutil.copytree(SHAPES / shape / "supabase" / "migrations", root / "supabase" / "migrations")
     shutil.copy(SHAPES / shape / "spec.yaml", root / "fkrunbook" / "add_missing_org_fk_constraints.yaml")

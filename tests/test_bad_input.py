@@ -37,6 +37,23 @@ def write(path, text):
     return apply
 
 
+def append(path, text):
+    def apply(project, database):
+        with open(project / path, "a") as file:
+            file.write(text)
+    return apply
+
+
+ACCEPTED = """
+accepted_findings:
+  - table: organizations_projection
+    column: parent_org_id
+    finding: {finding}
+    reason: Deleting a parent organization first is refused on purpose.
+    expires: {expires}
+"""
+
+
 def run_once(run_id):
     def apply(project, database):
         result = invoke("run", "--env", "staging", "--phase", "orphan_check", "--run-id", run_id, cwd=project,
@@ -104,6 +121,9 @@ CASES = [
     ("spec-type-mismatch", ["run", "--env", "staging"], {},
      edit(SPEC, "column: target_org_id", "column: session_id"),
      "column impersonation_sessions_projection.session_id is text but organizations_projection.id is uuid", 1),
+    ("spec-parent-schema-absent", ["run", "--env", "staging"], {},
+     edit(SPEC, "  table: organizations_projection\n", "  schema: basejmp\n  table: organizations_projection\n"),
+     "parent schema 'basejmp' (parent table basejmp.organizations_projection) does not exist; schemas there: ", 1),
     ("spec-parent-not-unique", ["run", "--env", "staging"], {}, edit(SPEC, "  column: id", "  column: name"),
      "parent column organizations_projection.name is not a primary key or unique", 1),
     ("spec-column-twice", ["run", "--env", "staging"], {},
@@ -114,6 +134,22 @@ CASES = [
      "migration.lock_timeout 'soon' must be a PostgreSQL duration", 1),
     ("spec-bad-retries", ["run", "--env", "staging"], {}, edit(SPEC, "attempts: 10", "attempts: 0"),
      "attempts 0 must be a whole number from 1 to 1000", 1),
+    ("spec-accepted-unknown-finding", ["audit", "--env", "staging"], {}, append(SPEC, ACCEPTED.format(
+        finding="missing_key", expires="2027-01-31")),
+     "accepted_findings[0].finding 'missing_key' is not one of the audit's findings: missing_fk, unindexed_fk", 2),
+    ("spec-accepted-bad-expiry", ["audit", "--env", "staging"], {}, append(SPEC, ACCEPTED.format(
+        finding="blocking_delete", expires="next spring")),
+     "accepted_findings[0].expires 'next spring' is not a date YYYY-MM-DD; write when the finding must be looked "
+     "at again", 2),
+    ("spec-reason-unwritten", ["run", "--env", "staging"], {}, edit(SPEC, "reason: >-", "reason: >-\n      TODO:"),
+     "foreign_keys[0].reason for impersonation_sessions_projection.target_org_id is not written yet (it still starts "
+     "with TODO); write why the key is needed, then run again", 1),
+    ("spec-new-without-source", ["spec", "new", "next_keys", "--env", "staging"], {}, None,
+     "spec new drafts from the audit: pass --from-audit (with --env ENV)", 1),
+    ("spec-new-bad-name", ["spec", "new", "Next-Keys", "--from-audit", "--env", "staging"], {}, None,
+     "spec name 'Next-Keys' is not a lower-case identifier (letters, digits, _); e.g. add_notification_org_fk", 1),
+    ("spec-new-nothing-to-draft", ["spec", "new", "next_keys", "--from-audit", "--env", "staging"], {}, None,
+     "the audit finds no undeclared missing_fk in schema 'public': nothing to draft", 1),
     ("environments-missing", ["run", "--env", "staging"], {},
      edit(CONFIG, 'environments = "runbooks/environments.yaml"', 'environments = "runbooks/none.yaml"'),
      "runbooks/none.yaml' does not exist; fix [runbook] environments in fkrunbook.toml", 1),

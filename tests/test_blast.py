@@ -4,7 +4,7 @@ from fkrunbook.blast import OrganizationNotFoundError, blast_radius
 from fkrunbook.executor import apply_plan
 from fkrunbook.orphans import clean_up_orphans
 
-from .conftest import schema_state
+from .conftest import CROSS_SCHEMA, cross_schema_spec, schema_state
 from .test_migration import MIGRATIONS
 
 
@@ -70,3 +70,19 @@ def test_no_organization_yet_is_nothing_to_measure(database, spec, tmp_path):
     assert result.results() == {"organization": None, "blocked": False, "rows_deleted": 0}
     with pytest.raises(OrganizationNotFoundError, match="organization 'org-1' is not in"):
         blast_radius(db, spec, "org-1")  # one named explicitly stays an error
+
+
+def test_blast_radius_starts_from_a_parent_in_another_schema(database):
+    database.sql(CROSS_SCHEMA)
+    spec = cross_schema_spec()
+    result = blast_radius(database.connect(), spec)  # the account with most dependents: none has a key yet
+    assert result.parent == "basejump.accounts" and result.organization["slug"] in ("acme", "globex")
+    acme = blast_radius(database.connect(), spec, "acme")
+    left = acme.rows.set_index("columns")
+    assert left.loc["account_id", "rows"] == 2 and left.loc["account_id", "effect"] == "left behind as orphans"
+    assert left.loc["subject_id", "rows"] == 1  # the activity naming acme as its subject
+    database.sql("DELETE FROM public.projects WHERE name LIKE 'orphan%'")
+    database.sql("ALTER TABLE public.projects ADD FOREIGN KEY (account_id) REFERENCES basejump.accounts (id) "
+                 "ON DELETE CASCADE")
+    after = blast_radius(database.connect(), spec, "acme").rows.set_index("path")
+    assert after.loc["accounts -> projects", "rows"] == 2 and after.loc["accounts -> projects", "effect"] == "deleted"

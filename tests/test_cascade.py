@@ -11,7 +11,7 @@ from fkrunbook.errors import CascadeValidationError
 from fkrunbook.executor import apply_plan
 from fkrunbook.orphans import clean_up_orphans
 
-from .conftest import schema_state
+from .conftest import CROSS_SCHEMA, cross_schema_spec, schema_state
 from .test_migration import MIGRATIONS
 
 
@@ -171,4 +171,18 @@ def test_an_environment_failure_stops_the_test_in_one_line(database, spec, tmp_p
     message = str(caught.value)
     assert "\n" not in message and "the cascade test stopped: canceling statement due to lock timeout (SQLSTATE 55P03)" \
         in message and "nothing was kept" in message
+    assert schema_state(database.url) == before
+
+
+def test_cascade_through_a_parent_in_another_schema(database):
+    database.sql(CROSS_SCHEMA)
+    database.sql("DELETE FROM public.projects WHERE name LIKE 'orphan%'")
+    database.sql("ALTER TABLE public.projects ADD CONSTRAINT projects_account_id_fkey FOREIGN KEY (account_id) "
+                 "REFERENCES basejump.accounts (id) ON DELETE CASCADE")
+    spec = cross_schema_spec()
+    before = schema_state(database.url)
+    result = validate_cascade(database.connect(), spec)
+    assert result.passed and result.counts_match
+    assert list(result.counts["table"]) == ["basejump.accounts", "projects"]
+    assert list(result.counts["before"]) == [2, 3]
     assert schema_state(database.url) == before

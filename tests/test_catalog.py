@@ -4,6 +4,7 @@ from fkrunbook.catalog import check_spec, foreign_key_states
 from fkrunbook.errors import SpecMismatchError
 from fkrunbook.spec import parse_spec
 
+from .conftest import CROSS_SCHEMA, cross_schema_spec
 from .test_spec import _raw
 
 
@@ -58,3 +59,37 @@ def test_foreign_key_state_finds_a_differently_named_key(database, spec):
         state = foreign_key_states(conn, spec)[0]
     assert state.exists and state.name == "legacy_org_fk" and not state.validated
     assert state.on_delete == "no action" and not state.matches
+
+
+def test_check_spec_finds_the_parent_in_its_own_schema(database):
+    database.sql(CROSS_SCHEMA)
+    frame = _check(database, cross_schema_spec()).set_index("column")
+    assert frame.loc["basejump.accounts.id", "role"] == "parent key"
+    assert list(frame["status"]) == ["ok"] * 3
+
+
+def test_an_unknown_parent_schema_is_one_clear_line(database):
+    database.sql(CROSS_SCHEMA)
+    with pytest.raises(SpecMismatchError) as info:
+        _check(database, cross_schema_spec(schema="basejmp"))
+    message = str(info.value)
+    assert message.startswith("parent schema 'basejmp' (parent table basejmp.accounts) does not exist; schemas there: ")
+    assert "basejump" in message and "pg_catalog" not in message and "\n" not in message
+    assert message.endswith("in environment 'test'; fix the spec (cross_schema.yaml) or the database")
+    with pytest.raises(SpecMismatchError, match="parent column basejump.accounts.name does not exist"):
+        _check(database, cross_schema_spec(column="name"))
+
+
+def test_foreign_key_state_looks_for_keys_to_the_parent_in_its_schema(database):
+    database.sql(CROSS_SCHEMA)
+    database.sql("DELETE FROM public.projects WHERE name LIKE 'orphan%'")
+    database.sql("ALTER TABLE public.projects ADD CONSTRAINT projects_decoy_fk FOREIGN KEY (account_id) "
+                 "REFERENCES public.accounts (id) NOT VALID")
+    spec = cross_schema_spec()
+    with database.connect().read_only() as conn:
+        assert not foreign_key_states(conn, spec)[0].exists  # a key to public.accounts is not the one
+    database.sql("ALTER TABLE public.projects ADD CONSTRAINT projects_account_fk FOREIGN KEY (account_id) "
+                 "REFERENCES basejump.accounts (id) ON DELETE CASCADE")
+    with database.connect().read_only() as conn:
+        state = foreign_key_states(conn, spec)[0]
+    assert state.exists and state.name == "projects_account_fk" and state.matches

@@ -9,6 +9,7 @@ from fkrunbook.keywords import IndexEntry, merge_keyword_rows
 from fkrunbook.executor import apply_plan
 from fkrunbook.orphans import clean_up_orphans
 
+from .conftest import CROSS_SCHEMA, cross_schema_spec
 from .test_migration import MIGRATIONS
 
 TABLES = "documentation/infrastructure/reference/database/tables"
@@ -304,3 +305,30 @@ def test_docs_stale_text_follows_the_list_item_and_heading_that_name_the_column(
     found = stale_lines(doc, columns)
     assert [(n, c) for n, c, _ in found] == [(4, "cross_tenant_access_grants_projection.consultant_org_id"),
                                               (10, "cross_tenant_access_grants_projection.provider_org_id")]
+
+
+def test_docs_of_a_parent_in_another_schema(database, tmp_path):
+    database.sql(CROSS_SCHEMA)
+    database.sql("DELETE FROM public.projects WHERE name LIKE 'orphan%'")
+    database.sql("CREATE TABLE basejump.account_user (account_id uuid REFERENCES basejump.accounts ON DELETE CASCADE)")
+    spec = cross_schema_spec()
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    update_docs(database.connect(), spec, folder_layout(docs), write=True)
+    graph = (docs / "organization-fk-graph.md").read_text()
+    assert 'accounts ||..o{ projects : "account_id planned, not in the database yet"' in graph
+    database.sql("ALTER TABLE public.projects ADD CONSTRAINT projects_account_id_fkey FOREIGN KEY (account_id) "
+                 "REFERENCES basejump.accounts (id) ON DELETE CASCADE")
+    change = update_docs(database.connect(), spec, folder_layout(docs), write=True)
+    assert change.skipped == 1  # only the clean-up procedures: there are none here
+    parent = (docs / "tables" / "accounts.md").read_text()
+    assert "_Table `basejump.accounts`._" in parent
+    assert "| basejump.account_user | account_id | CASCADE |" in parent
+    assert "| projects | account_id | CASCADE | projects_account_id_fkey | yes |" in parent
+    child = (docs / "tables" / "projects.md").read_text()
+    assert "| account_id | basejump.accounts(id) | CASCADE | projects_account_id_fkey | yes |" in child
+    assert "Foreign key to basejump.accounts.id (oversight)" in child
+    graph = (docs / "organization-fk-graph.md").read_text()
+    assert 'accounts ||--o{ projects : "account_id ON DELETE CASCADE"' in graph
+    assert 'accounts ||--o{ account_user : "account_id ON DELETE CASCADE"' in graph
+    assert '"basejump"."accounts" p WHERE p."id" = c."account_id"' in (docs / "orphan-detection.md").read_text()

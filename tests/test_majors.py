@@ -4,7 +4,6 @@ with the command that installs it (.ci/run installs both).
 """
 import subprocess
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest

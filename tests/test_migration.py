@@ -13,7 +13,7 @@ from fkrunbook.orphans import clean_up_orphans
 from fkrunbook.server import embedded_bin_dir
 from fkrunbook.verify import verify_constraints
 
-from .conftest import PROJECT, team_spec
+from .conftest import CROSS_SCHEMA, PROJECT, cross_schema_spec, team_spec
 
 MIGRATIONS = PROJECT / "supabase" / "migrations"
 
@@ -70,6 +70,29 @@ def test_validate_file_fails_on_orphans_and_leaves_the_keys_not_valid(database, 
     assert result.returncode != 0 and "violates foreign key constraint" in result.stderr
     states = database.sql("SELECT conname, convalidated FROM pg_constraint WHERE contype = 'f' ORDER BY 1")
     assert len(states) == 3 and not any(valid for _, valid in states)
+
+
+def test_the_files_name_a_parent_in_another_schema_by_its_schema(database, tmp_path):
+    spec = cross_schema_spec()
+    index, add, validate = render_migrations(spec)
+    assert 'ON "public"."projects" ("account_id")' in index.sql
+    assert ('ALTER TABLE "public"."projects" ADD CONSTRAINT "projects_account_id_fkey" FOREIGN KEY ("account_id") '
+            'REFERENCES "basejump"."accounts" ("id") ON DELETE CASCADE NOT VALID') in add.sql
+    assert "-- projects.account_id -> basejump.accounts.id (oversight): ON DELETE CASCADE" in add.sql
+    for file in (add, validate):
+        assert "AND con.confrelid = '\"basejump\".\"accounts\"'::regclass" in file.sql
+        assert "confrelid = '\"basejump\".\"accounts\"'::regclass AND conname IN ('projects_account_id_fkey')" in file.sql
+        assert '"public"."accounts"' not in file.sql
+    database.sql(CROSS_SCHEMA)
+    database.sql("DELETE FROM public.projects WHERE name LIKE 'orphan%'")
+    for file in (index, add, validate):
+        (tmp_path / file.filename).write_text(file.sql)
+        for attempt in (1, 2):
+            result = psql(database.url, tmp_path / file.filename)
+            assert result.returncode == 0, (file.filename, attempt, result.stderr)
+    assert database.sql("SELECT confrelid::regclass::text, convalidated FROM pg_constraint "
+                        "WHERE conname = 'projects_account_id_fkey'") == [("basejump.accounts", True)]
+    verify_constraints(database.connect(), spec)
 
 
 # -- a spec without migration.version: its files are found in, or generated into, the team's folder ------

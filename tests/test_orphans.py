@@ -6,7 +6,7 @@ import pytest
 from fkrunbook.errors import OrphansPresentError, ProtectedEnvironmentError
 from fkrunbook.orphans import clean_up_orphans, find_orphans
 
-from .conftest import schema_state
+from .conftest import CROSS_SCHEMA, cross_schema_spec, schema_state
 
 
 def test_find_orphans_counts_exactly_the_planted_ones(database, spec, sample):
@@ -110,3 +110,18 @@ def test_cleanup_deletes_nothing_when_its_copy_cannot_be_written(database, spec,
         clean_up_orphans(database.connect(), spec, blocked, "run-1", confirm=True)
     assert schema_state(database.url) == before
     assert database.sql("SELECT to_regclass('fkrunbook_quarantine.orphan_rows')")[0][0] is None
+
+
+def test_orphans_are_found_against_a_parent_in_another_schema(database, tmp_path):
+    database.sql(CROSS_SCHEMA)
+    spec = cross_schema_spec()
+    report = find_orphans(database.connect(), spec)
+    assert report.fk_orphans == {"projects.account_id": 2}  # the decoy public.accounts holds their ids
+    assert set(report.samples["projects.account_id"]["name"]) == {"orphan 1", "orphan 2"}
+    streams = report.summary.set_index("column")
+    assert streams.loc["activity_log.subject_id", "orphan_rows"] == 1  # only subject_type 'account' is compared
+    result = clean_up_orphans(database.connect(), spec, tmp_path, "run-1", confirm=True)
+    assert result.total == 2 and find_orphans(database.connect(), spec).clean
+    assert database.sql("SELECT name FROM public.projects ORDER BY name") == [("a1",), ("a2",), ("b1",)]
+    assert database.sql("SELECT schema_name, table_name, count(*) FROM fkrunbook_quarantine.orphan_rows "
+                        "GROUP BY 1, 2") == [("public", "projects", 2)]

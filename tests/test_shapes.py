@@ -10,6 +10,8 @@ from .rehearse import rehearse, team_repository
 SHAPES = {
     # shape -> the tenant keys its spec adds
     "event_store": ["impersonation_sessions_projection.target_org_id", "user_roles_projection.org_id"],
+    "accounts": ["projects.account_id", "project_members.account_id", "invoices.account_id",
+                 "activity_log.account_id"],
 }
 
 

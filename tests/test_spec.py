@@ -31,6 +31,16 @@ def test_spec_without_version_or_index_names_leaves_them_to_the_migrations_folde
     assert spec.foreign_keys[1].index == "cross_tenant_access_grants_projection_provider_org_id_idx"
 
 
+def test_the_parent_is_in_the_specs_schema_unless_it_names_its_own(spec):
+    assert spec.parent.schema == spec.schema == "public"
+    assert spec.parent_name == "organizations_projection"  # messages and docs name it as they always have
+    raw = _raw()
+    raw["parent"]["schema"] = "basejump"
+    other = parse_spec(raw)
+    assert (other.schema, other.parent.schema, other.parent.table) == ("public", "basejump", "organizations_projection")
+    assert other.parent_name == "basejump.organizations_projection"
+
+
 def _raw():
     return yaml.safe_load(SPEC.read_text())
 
@@ -69,6 +79,8 @@ def test_spec_rejects_identifier_with_quote():
 
 @pytest.mark.parametrize("mutate, expected", [
     (lambda r: r.pop("parent"), "has no 'parent'"),
+    (lambda r: r["parent"].update(schema="Base Jump"), "parent.schema 'Base Jump' is not a plain PostgreSQL identifier"),
+    (lambda r: r["parent"].update(schema=""), "parent has no 'schema'; add it"),
     (lambda r: r["foreign_keys"][0].update(on_delete="explode"), "on_delete 'explode' is not one of"),
     (lambda r: r["foreign_keys"][0].update(classification="maybe"), "classification 'maybe'"),
     (lambda r: r["foreign_keys"][0].pop("reason"), "has no 'reason'"),

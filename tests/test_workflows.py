@@ -6,6 +6,7 @@ import click
 import pytest
 import yaml
 
+from fkrunbook.audit import FIX
 from fkrunbook.cli import main
 
 from .conftest import PROJECT
@@ -84,3 +85,48 @@ def test_the_workflows_init_writes_use_the_teams_paths_and_real_commands(tmp_pat
         assert seen >= 2
     assert "infrastructure/supabase/supabase/migrations/**" in triggers[0]["pull_request"]["paths"]
     assert any("schedule" in t for t in triggers)
+
+
+def test_the_pull_request_workflow_gates_on_the_teams_own_schema(tmp_path):
+    """The steps `init --ci github` writes, run in order in a team's repository: the schema comes
+    from the team's migrations (the runbook's files included), the audit gate passes on it; a
+    later migration adding an organization column without a key makes the gate fail."""
+    from fkrunbook.server import stop_server
+
+    from .rehearse import local_bin_dir, team_repository
+    from .test_cli import invoke
+
+    root = team_repository("event_store", "18", tmp_path / "team", "--ci", "github")
+    assert invoke("generate-migrations", cwd=root).exit_code == 0  # the runbook's files, committed with the PR
+    steps = [shlex.split(line) for line in _commands_of(root / ".github" / "workflows" / "fkrunbook-pr.yml")]
+    fkrunbook = [argv[1:] for argv in steps if argv[0] == "fkrunbook"]
+    assert ["local", "reset", "--from-migrations"] in fkrunbook
+    gate_step = ["audit", "--env", "local", "--format", "github"]
+    assert fkrunbook.index(["local", "reset", "--from-migrations"]) < fkrunbook.index(gate_step)
+    summary = tmp_path / "step-summary.md"
+    try:
+        for argv in fkrunbook:
+            result = invoke(*argv, cwd=root, env={"GITHUB_STEP_SUMMARY": str(summary)})
+            assert result.exit_code == 0, f"{' '.join(argv)}: {result.output}"
+        assert "### fkrunbook FK audit: PASS" in summary.read_text()
+        (root / "supabase" / "migrations" / "29990101000000_notes.sql").write_text(
+            "create table public.notes (id uuid primary key, organization_id uuid not null, body text);\n")
+        assert invoke("local", "reset", "--from-migrations", cwd=root).exit_code == 0
+        gate = invoke(*gate_step, cwd=root, env={"GITHUB_STEP_SUMMARY": str(summary)})
+        assert gate.exit_code == 1, gate.output
+        errors = [line for line in gate.stdout.splitlines() if line.startswith("::error ")]
+        assert errors == ["::error title=fkrunbook audit%3A missing_fk (UNDECLARED)::public.notes.organization_id: "
+                          "uuid organization reference with no foreign key to public.organizations_projection, direct "
+                          "or through a composite key. Fix: " + FIX["missing_fk"]]
+        assert any(line.startswith("::notice title=fkrunbook audit%3A blocking_delete (accepted until 2099-12-31)::")
+                   for line in gate.stdout.splitlines())
+        table = summary.read_text().split("### fkrunbook FK audit: FAIL")[1]
+        assert "| **fails the gate** | `missing_fk` | `public.notes.organization_id` |" in table
+    finally:
+        stop_server(root / ".fkrunbook" / "local", local_bin_dir(root))
+
+
+def _commands_of(workflow):
+    data = yaml.safe_load(workflow.read_text())
+    return [line for job in data["jobs"].values() for step in job["steps"]
+            for line in step.get("run", "").splitlines() if line.strip()]

@@ -5,27 +5,43 @@ Findings (each either declared in the spec as an intentional exception, with its
 
 - ``missing_fk``: a uuid column named like an organization reference (``organization_id``,
   ``org_id``, ``*_org_id``, ``*_organization_id`` by default) in a base table, with no foreign
-  key to the organizations table;
-- ``unindexed_fk``: a foreign key whose columns lead no valid, non-partial index (Supabase's
-  advisor lint 0001, GitLab's rule): every delete of a parent row scans the child;
+  key to the organizations table, direct or indirect;
+- ``unindexed_fk``: a foreign key that no valid index serves for the check PostgreSQL runs on
+  every delete of a parent row (``SELECT 1 FROM ONLY child x WHERE col = $1 FOR KEY SHARE OF x``):
+  no index leads with its columns, and no partial one does that the planner uses for that query
+  under a generic plan (decided by EXPLAIN, so ``WHERE col IS NOT NULL`` counts and ``WHERE
+  archived_at IS NULL`` does not); every such delete scans the child;
 - ``blocking_delete``: a foreign key to the organizations table with ON DELETE NO ACTION or
   RESTRICT: a hard delete of an organization with such children fails;
 - ``not_valid``: a foreign key left NOT VALID: old rows were never checked;
 - ``polymorphic``: an id column beside a ``*_type`` discriminator (``stream_id``/``stream_type``):
   it points at a different table per row, so no foreign key is possible; reported, never as missing.
 
+Reported for the record, never failing the gate:
+
+- ``planned``: an organization reference without a key that the spec adds;
+- ``covered_indirectly``: an organization reference without a key of its own that is part of a
+  composite key to a table whose matching column has a key to the organizations table (directly
+  or, in turn, indirectly): a row cannot name an organization that its parent row does not.
+
+A finding is declared when the spec lists its column as an intentional exception, or lists the
+finding itself under ``accepted_findings`` with a reason and an expiry date; once that date has
+passed, the finding counts as undeclared again (and says it expired).
+
 Partitions are audited through their partitioned parent; views are not tables and have no keys.
 """
 from __future__ import annotations
 
 import fnmatch
+import json
 from dataclasses import asdict, dataclass
+from datetime import date, datetime, timezone
 
 from sqlalchemy import text
 
 from .catalog import ON_DELETE_CODES
 from .database import Database
-from .spec import Spec
+from .spec import FINDINGS, Spec
 
 DEFAULT_PATTERNS = ("organization_id", "org_id", "*_org_id", "*_organization_id")
 FIX = {
@@ -37,7 +53,10 @@ FIX = {
     "not_valid": "run ALTER TABLE ... VALIDATE CONSTRAINT (after an orphan check): old rows were never checked",
     "polymorphic": "declare it in the spec with its reason; check it for orphans by its discriminator",
 }
-ORDER = tuple(FIX)
+FIX["planned"] = "nothing: the spec's runbook adds it (run it, then this disappears)"
+FIX["covered_indirectly"] = "nothing required; a key of its own would make the cascade explicit"
+INFO = ("planned", "covered_indirectly")  # reported, never failing the gate
+ORDER = FINDINGS + INFO  # report order; the spec's accepted_findings take the gating kinds' names
 
 
 @dataclass(frozen=True)
@@ -48,9 +67,23 @@ class Finding:
     declared: bool
     detail: str
     reason: str = ""    # the spec's reason, when declared
+    expires: str = ""   # an accepted finding's expiry date (YYYY-MM-DD), passed or not
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def gates(self) -> bool:
+        """Whether this finding fails the audit gate: a gating kind, not declared."""
+        return not self.declared and self.finding in FINDINGS
+
+    @property
+    def mark(self) -> str:
+        if self.finding in INFO:
+            return self.finding
+        if self.expires:
+            return f"accepted until {self.expires}" if self.declared else f"UNDECLARED: accepted until {self.expires}, expired"
+        return "declared" if self.declared else "UNDECLARED"
 
 
 COLUMNS = """
@@ -66,6 +99,10 @@ FOREIGN_KEYS = """
 SELECT con.conname, n.nspname AS schema, c.relname AS table, con.conrelid AS relid, con.conkey,
        ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(num, ord)
              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.ord) AS columns,
+       ARRAY(SELECT format_type(a.atttypid, a.atttypmod) FROM unnest(con.conkey) WITH ORDINALITY k(num, ord)
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.ord) AS types,
+       ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(num, ord)
+             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord) AS ref_columns,
        pn.nspname AS parent_schema, p.relname AS parent, con.confdeltype, con.convalidated
 FROM pg_constraint con
 JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -76,19 +113,31 @@ ORDER BY 2, 3, 1
 
 INDEXES = """
 SELECT i.indrelid AS relid, (i.indkey::int2[])[0:i.indnkeyatts - 1] AS keys, i.indisvalid AND i.indisready AS valid,
-       i.indpred IS NOT NULL AS partial, i.indisunique AS unique
+       i.indpred IS NOT NULL AS partial, i.indisunique AS unique, ic.relname AS name,
+       pg_get_expr(i.indpred, i.indrelid) AS predicate
 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class ic ON ic.oid = i.indexrelid
 WHERE n.nspname = ANY(:schemas)
 """
 
 
 def audit_schema(db: Database, spec: Spec, schemas: list[str] | None = None,
-                 patterns: list[str] | None = None) -> list[Finding]:
-    """Audit the live catalog. Read-only. Findings are ordered by kind, then table and column."""
-    schemas = schemas or [spec.schema]
-    patterns = list(patterns or DEFAULT_PATTERNS)
-    parent = (spec.schema, spec.parent.table)
-    declared = {(spec.schema, e.table, e.column): e.reason for e in spec.exceptions}
+                 patterns: list[str] | None = None, today: date | None = None,
+                 related: tuple[Spec, ...] = ()) -> list[Finding]:
+    """Audit the live catalog. Read-only. Findings are ordered by kind, then table and column.
+
+    By default the spec's schema and its parent's are audited (keys into a tenant table from its
+    own schema block its deletes too), and the organization references are the default patterns
+    plus every column the spec gives a key (a basejump project's ``account_id``). ``today`` (UTC by
+    default) decides which accepted findings have expired. ``related``: the project's other specs
+    to the same organizations table, whose exceptions, accepted findings and planned keys count too."""
+    today = today or datetime.now(timezone.utc).date()
+    specs = [spec] + [r for r in related if (r.schema, r.parent) == (spec.schema, spec.parent)]
+    accepted = {(s.schema, a.table, a.column, a.finding): a for s in specs for a in s.accepted}
+    schemas = schemas or list(dict.fromkeys([spec.schema, spec.parent.schema]))
+    patterns = list(patterns or dict.fromkeys([*DEFAULT_PATTERNS, *(fk.column for s in specs for fk in s.foreign_keys)]))
+    parent = (spec.parent.schema, spec.parent.table)
+    declared = {(s.schema, e.table, e.column): e.reason for s in specs for e in s.exceptions}
     with db.read_only() as conn:
         columns = conn.execute(text(COLUMNS), {"schemas": schemas}).mappings().all()
         fks = conn.execute(text(FOREIGN_KEYS), {"schemas": schemas}).mappings().all()
@@ -97,6 +146,11 @@ def audit_schema(db: Database, spec: Spec, schemas: list[str] | None = None,
 
     def add(schema, table, column, kind, detail):
         reason = declared.get((schema, table, column), "")
+        accept = accepted.get((schema, table, column, kind))
+        if accept and not reason:
+            findings.append(Finding(f"{schema}.{table}", column, kind, accept.expires >= today, detail,
+                                    accept.reason, accept.expires.isoformat()))
+            return
         findings.append(Finding(f"{schema}.{table}", column, kind, bool(reason), detail, reason))
 
     by_table: dict[tuple[str, str], dict[str, str]] = {}
@@ -112,34 +166,113 @@ def audit_schema(db: Database, spec: Spec, schemas: list[str] | None = None,
                 polymorphic.add((schema, table, name))
                 add(schema, table, name, "polymorphic",
                     f"points at a different table per row, by {name[:-3]}_type: no foreign key is possible")
-    org_fk_columns = {(fk["schema"], fk["table"], column) for fk in fks
-                      if (fk["parent_schema"], fk["parent"]) == parent for column in fk["columns"]}
+    org_keys = {}  # (schema, table, column) -> the key that ties it to the organizations table
+    for fk in fks:
+        if (fk["parent_schema"], fk["parent"]) == parent:
+            for column in fk["columns"]:
+                org_keys[(fk["schema"], fk["table"], column)] = fk["conname"]
+    planned = {(s.schema, fk.table, fk.column): (s, fk) for s in reversed(specs) for fk in s.foreign_keys}
     for (schema, table), cols in by_table.items():
         for name, type_ in cols.items():
             if type_ != "uuid" or not any(fnmatch.fnmatchcase(name, p) for p in patterns):
                 continue
-            if (schema, table, name) in polymorphic or (schema, table, name) in org_fk_columns:
+            if (schema, table, name) in polymorphic or (schema, table, name) in org_keys:
                 continue
-            add(schema, table, name, "missing_fk", f"uuid organization reference with no foreign key to "
-                                                   f"{parent[0]}.{parent[1]}")
-    covering: dict[int, list[tuple[list[int], bool, bool]]] = {}
+            via = _indirect_key(fks, org_keys, parent, (schema, table, name))
+            if via:
+                add(schema, table, name, "covered_indirectly", via)
+            elif (schema, table, name) in planned:
+                by, fk = planned[(schema, table, name)]
+                add(schema, table, name, "planned", f"no foreign key yet; the spec {by.name!r} adds {fk.constraint} "
+                                                    f"ON DELETE {fk.on_delete_sql} to {parent[0]}.{parent[1]}")
+            else:
+                add(schema, table, name, "missing_fk", f"uuid organization reference with no foreign key to "
+                                                       f"{parent[0]}.{parent[1]}, direct or through a composite key")
+    covering: dict[int, list] = {}
     for idx in indexes:
-        covering.setdefault(idx["relid"], []).append((list(idx["keys"]), idx["valid"], idx["partial"]))
+        covering.setdefault(idx["relid"], []).append(idx)
+    explain = []  # (fk, partial indexes leading with its columns): the planner decides
     for fk in fks:
         column = ", ".join(fk["columns"])
         target = f"{fk['parent_schema']}.{fk['parent']}"
         n = len(fk["conkey"])
-        if not any(valid and not partial and sorted(keys[:n]) == sorted(fk["conkey"])
-                   for keys, valid, partial in covering.get(fk["relid"], [])):
-            add(fk["schema"], fk["table"], column, "unindexed_fk",
-                f"{fk['conname']} -> {target}: no valid, non-partial index leads with ({column})")
+        leading = [idx for idx in covering.get(fk["relid"], [])
+                   if idx["valid"] and sorted(list(idx["keys"])[:n]) == sorted(fk["conkey"])]
+        if not any(not idx["partial"] for idx in leading):
+            explain.append((fk, [idx for idx in leading if idx["partial"]]))
         if (fk["parent_schema"], fk["parent"]) == parent and fk["confdeltype"] in ("a", "r"):
             add(fk["schema"], fk["table"], column, "blocking_delete",
                 f"{fk['conname']} is ON DELETE {ON_DELETE_CODES[fk['confdeltype']].upper()}: deleting an "
                 "organization with such rows fails")
         if not fk["convalidated"]:
             add(fk["schema"], fk["table"], column, "not_valid", f"{fk['conname']} -> {target} is NOT VALID")
+    if explain:
+        with db.read_only() as conn:
+            for fk, partial in explain:
+                used = _index_for_key_check(conn, fk) if partial else None
+                if used:
+                    continue  # a partial index the key check uses: covered
+                column = ", ".join(fk["columns"])
+                why = (f"no index leads with ({column})" if not partial else
+                       f"the key check ({column} = $1) cannot use the partial index"
+                       f"{'es' if len(partial) > 1 else ''} "
+                       + ", ".join(f"{idx['name']} (WHERE {idx['predicate']})" for idx in partial))
+                add(fk["schema"], fk["table"], column, "unindexed_fk",
+                    f"{fk['conname']} -> {fk['parent_schema']}.{fk['parent']}: {why}")
     return sorted(findings, key=lambda f: (ORDER.index(f.finding), f.table, f.column))
+
+
+def _indirect_key(fks, org_keys, parent, column, seen=()) -> str | None:
+    """How ``column`` (schema, table, name) is tied to the organizations table through a composite
+    key whose referenced column has a key there (directly, or in turn indirectly); None if not."""
+    schema, table, name = column
+    for fk in fks:
+        if (fk["schema"], fk["table"]) != (schema, table) or len(fk["columns"]) < 2 or name not in fk["columns"]:
+            continue
+        ref = (fk["parent_schema"], fk["parent"], fk["ref_columns"][fk["columns"].index(name)])
+        if ref in seen or (ref[0], ref[1]) == parent:
+            continue
+        direct = org_keys.get(ref)
+        further = None if direct else _indirect_key(fks, org_keys, parent, ref, seen + (column,))
+        if direct or further:
+            target = f"{ref[0]}.{ref[1]}({', '.join(fk['ref_columns'])})"
+            then = f"has {direct} to {parent[0]}.{parent[1]}" if direct else f"is covered in turn: {further}"
+            return f"{fk['conname']} ({', '.join(fk['columns'])}) -> {target}, whose {ref[2]} {then}"
+    return None
+
+
+def _index_for_key_check(conn, fk) -> str | None:
+    """The index PostgreSQL's foreign-key check on ``fk``'s table would use, by EXPLAIN of that
+    check's query as a generic plan (sequential scans disabled, so a small table's statistics do
+    not hide a usable index); None when it can use none."""
+    from sqlalchemy import text as sql_text
+
+    table = f"{_quote(fk['schema'])}.{_quote(fk['table'])}"
+    where = " AND ".join(f"{_quote(c)} = ${i}" for i, c in enumerate(fk["columns"], 1))
+    conn.execute(sql_text("SET LOCAL plan_cache_mode = force_generic_plan"))
+    conn.execute(sql_text("SET LOCAL enable_seqscan = off"))
+    conn.execute(sql_text(f"PREPARE fkrunbook_key_check ({', '.join(fk['types'])}) AS "
+                          f"SELECT 1 FROM ONLY {table} x WHERE {where} FOR KEY SHARE OF x"))
+    try:
+        plan = conn.execute(sql_text("EXPLAIN (FORMAT JSON) EXECUTE fkrunbook_key_check "
+                                     f"({', '.join(['NULL'] * len(fk['columns']))})")).scalar()
+    finally:
+        conn.execute(sql_text("DEALLOCATE fkrunbook_key_check"))
+        conn.execute(sql_text("RESET enable_seqscan"))
+        conn.execute(sql_text("RESET plan_cache_mode"))
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    return next(iter(_index_names(plan[0]["Plan"])), None)
+
+
+def _index_names(node: dict) -> list[str]:
+    names = [node["Index Name"]] if "Index Name" in node else []
+    for child in node.get("Plans", []):
+        names += _index_names(child)
+    return names
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def render_findings(findings: list[Finding]) -> str:
@@ -152,11 +285,58 @@ def render_findings(findings: list[Finding]) -> str:
         group = [f for f in findings if f.finding == kind]
         if not group:
             continue
-        open_ = [f for f in group if not f.declared]
-        lines.append(f"{kind}: {len(group)} ({len(open_)} undeclared). Fix: {FIX[kind]}")
+        open_ = [f for f in group if f.gates]
+        if kind in INFO:
+            lines.append(f"{kind}: {len(group)} (not failing the gate). To do: {FIX[kind]}")
+        else:
+            lines.append(f"{kind}: {len(group)} ({len(open_)} undeclared). Fix: {FIX[kind]}")
         for f in group:
-            mark = "declared" if f.declared else "UNDECLARED"
-            lines.append(f"  [{mark}] {f.table}.{f.column}: {f.detail}" + (f" (reason: {f.reason})" if f.reason else ""))
-    undeclared = sum(not f.declared for f in findings)
+            lines.append(f"  [{f.mark}] {f.table}.{f.column}: {f.detail}" + (f" (reason: {f.reason})" if f.reason else ""))
+    undeclared = sum(f.gates for f in findings)
     lines.append(f"{len(findings)} finding(s), {undeclared} undeclared")
     return "\n".join(lines)
+
+
+FORMATS = ("text", "json", "github", "markdown")
+
+
+def format_findings(findings: list[Finding], fmt: str = "text") -> str:
+    """The findings as ``text`` (grouped, for people), ``json`` (a list of objects), ``github``
+    (workflow annotations: an error per finding that fails the gate, a notice per other one) or
+    ``markdown`` (a table for a pull request or a job summary)."""
+    if fmt == "json":
+        return json.dumps([f.as_dict() for f in findings], indent=2)
+    if fmt == "github":
+        return "\n".join(_annotation(f) for f in findings) or "::notice title=fkrunbook audit::no finding"
+    if fmt == "markdown":
+        return render_markdown(findings)
+    return render_findings(findings)
+
+
+def _annotation(f: Finding) -> str:
+    level = "error" if f.gates else "notice"
+    title = _escape(f"fkrunbook audit: {f.finding} ({f.mark})", property_=True)
+    message = f"{f.table}.{f.column}: {f.detail}" + (f" (reason: {f.reason})" if f.reason else "") + \
+        (f". Fix: {FIX[f.finding]}" if f.gates else "")
+    return f"::{level} title={title}::{_escape(message)}"
+
+
+def _escape(text: str, property_: bool = False) -> str:
+    """GitHub's workflow-command escaping (``%``, CR, LF; and ``:``, ``,`` in a property)."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if property_ else text
+
+
+def render_markdown(findings: list[Finding]) -> str:
+    gating = sum(f.gates for f in findings)
+    head = (f"### fkrunbook FK audit: {'FAIL' if gating else 'PASS'}\n\n"
+            f"{len(findings)} finding(s), {gating} failing the gate.\n")
+    if not findings:
+        return head
+    cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    rows = ["| Status | Finding | Column | Why | Reason |", "|---|---|---|---|---|"]
+    for f in findings:
+        status = "**fails the gate**" if f.gates else f.mark
+        rows.append(f"| {cell(status)} | `{f.finding}` | `{cell(f.table)}.{cell(f.column)}` | {cell(f.detail)} | "
+                    f"{cell(f.reason)} |")
+    return head + "\n" + "\n".join(rows) + "\n"

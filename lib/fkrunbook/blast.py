@@ -75,15 +75,15 @@ def blast_radius(db: Database, spec: Spec, organization: str = "") -> BlastRadiu
     most rows referencing it through foreign keys). With no organization named and none in the
     parent table, there is nothing to measure: the result says so."""
     parent = spec.parent
-    root = qualified(spec.schema, parent.table)
+    root = qualified(parent.schema, parent.table)
     with db.read_only() as conn:
         edges = conn.execute(text(EDGES)).mappings().all()
         org = _pick(conn, spec, edges, organization)
         if org is None:
-            return BlastRadius(None, pd.DataFrame([], columns=COLUMNS), f"{spec.schema}.{parent.table}")
+            return BlastRadius(None, pd.DataFrame([], columns=COLUMNS), f"{parent.schema}.{parent.table}")
         cond = f"{ident(parent.column)} = {literal(org['id'])}"
         rows = []
-        _walk(conn, edges, (spec.schema, parent.table), cond, [parent.table], rows, 1)
+        _walk(conn, edges, (parent.schema, parent.table), cond, [parent.table], rows, 1)
         for state in foreign_key_states(conn, spec):
             if not state.exists:
                 count = conn.execute(text(
@@ -101,7 +101,7 @@ def blast_radius(db: Database, spec: Spec, organization: str = "") -> BlastRadiu
                 {"id": org["id"], "kind": exc.discriminator.value}).scalar()
             rows.append((f"{parent.table} ~> {exc.table}", f"{spec.schema}.{exc.table}", exc.column,
                          "(intentionally none)", int(count), "left behind: kept as history"))
-    return BlastRadius(org, pd.DataFrame(rows, columns=COLUMNS), f"{spec.schema}.{parent.table}")
+    return BlastRadius(org, pd.DataFrame(rows, columns=COLUMNS), f"{parent.schema}.{parent.table}")
 
 
 def _walk(conn, edges, table, cond, path, rows, depth) -> None:
@@ -127,7 +127,7 @@ def _walk(conn, edges, table, cond, path, rows, depth) -> None:
 
 def _pick(conn, spec: Spec, edges, organization: str) -> dict | None:
     parent = spec.parent
-    root = qualified(spec.schema, parent.table)
+    root = qualified(parent.schema, parent.table)
     columns = conn.execute(text(
         "SELECT attname FROM pg_attribute WHERE attrelid = CAST(:t AS regclass) AND attnum > 0 AND NOT attisdropped"),
         {"t": root}).scalars().all()
@@ -140,7 +140,7 @@ def _pick(conn, spec: Spec, edges, organization: str) -> dict | None:
             raise OrganizationNotFoundError(f"organization {organization!r} is not in {root} (by id or slug); "
                                             "pass an existing id or slug, or none for the one with most dependents")
     else:
-        direct = [e for e in edges if (e["parent_schema"], e["parent"]) == (spec.schema, parent.table)
+        direct = [e for e in edges if (e["parent_schema"], e["parent"]) == (parent.schema, parent.table)
                   and e["ref_columns"] == [parent.column] and len(e["columns"]) == 1]
         counts = " UNION ALL ".join(
             f"SELECT {ident(e['columns'][0])} AS id FROM {qualified(e['child_schema'], e['child'])}" for e in direct)

@@ -53,8 +53,8 @@ def validate_cascade(db: Database, spec: Spec) -> CascadeResult:
     missing = [s.fk.label for s in states if not s.exists]
     if missing:
         raise CascadeValidationError(f"no foreign key on {missing[0]} yet: run the apply phase first", table=missing[0])
-    tables = [spec.parent.table] + spec.child_tables
-    before = _counts(db, spec, tables)
+    tables = _tables(spec)
+    before = _counts(db, tables)
     with db.connect_raw() as conn:
         try:
             conn.execute(f"SET lock_timeout = {literal(spec.migration.lock_timeout)}")
@@ -70,9 +70,10 @@ def validate_cascade(db: Database, spec: Spec) -> CascadeResult:
                 conn.rollback()
             except psycopg.Error:
                 pass  # the connection is gone, and its transaction with it
-    after = _counts(db, spec, tables)
+    after = _counts(db, tables)
     checks = pd.DataFrame(rows, columns=["column", "on_delete", "test_row", "organization_deleted", "cascaded"])
-    counts = pd.DataFrame({"table": tables, "before": [before[t] for t in tables], "after": [after[t] for t in tables]})
+    counts = pd.DataFrame({"table": [name for name, _ in tables], "before": [before[name] for name, _ in tables],
+                           "after": [after[name] for name, _ in tables]})
     result = CascadeResult(checks, counts)
     if not result.passed:
         survivors = ", ".join(checks.loc[~checks["cascaded"], "column"])
@@ -80,7 +81,7 @@ def validate_cascade(db: Database, spec: Spec) -> CascadeResult:
                                      "check the ON DELETE action of those foreign keys", table=survivors)
     if not bystander_kept:
         raise CascadeValidationError("deleting the test organization also removed the second test organization",
-                                     table=spec.parent.table)
+                                     table=spec.parent_name)
     return result
 
 
@@ -90,8 +91,8 @@ def _run_test(conn, spec: Spec) -> tuple[list[tuple], bool]:
     parent = spec.parent
     maker = RowMaker(conn)
     try:
-        test_org = maker.insert(spec.schema, parent.table)[parent.column]
-        bystander = maker.insert(spec.schema, parent.table)[parent.column]
+        test_org = maker.insert(parent.schema, parent.table)[parent.column]
+        bystander = maker.insert(parent.schema, parent.table)[parent.column]
         children = []
         for fk in spec.foreign_keys:
             values = {c: bystander for c in _organization_columns(maker, spec, fk.table)}
@@ -104,7 +105,7 @@ def _run_test(conn, spec: Spec) -> tuple[list[tuple], bool]:
     hidden = _hidden_tables(conn, spec, children)
     deletions = {t: _deleted(conn, spec.schema, t) for t in hidden}
     deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(
-        sql.Identifier(spec.schema, parent.table), sql.Identifier(parent.column)), (test_org,)).rowcount
+        sql.Identifier(parent.schema, parent.table), sql.Identifier(parent.column)), (test_org,)).rowcount
     gone = [not _exists(conn, spec.schema, fk.table, key) for fk, key in children]
     for table in hidden:  # row-level security may hide a row that is still there: count the deletions
         looks_gone = [i for i, (fk, _) in enumerate(children) if fk.table == table and gone[i]]
@@ -113,13 +114,13 @@ def _run_test(conn, spec: Spec) -> tuple[list[tuple], bool]:
                 gone[i] = False
     rows = [(fk.label, fk.on_delete, ", ".join(f"{k}={v}" for k, v in key.items()), deleted == 1, gone[i])
             for i, (fk, key) in enumerate(children)]
-    return rows, _exists(conn, spec.schema, parent.table, {parent.column: bystander})
+    return rows, _exists(conn, parent.schema, parent.table, {parent.column: bystander})
 
 
 def _organization_columns(maker: RowMaker, spec: Spec, table: str) -> list[str]:
     """The table's columns with a one-column foreign key to the organization column."""
     return [cols[0] for cols, ref_schema, ref_table, ref_cols in maker.table(spec.schema, table).foreign_keys.values()
-            if len(cols) == 1 and (ref_schema, ref_table, ref_cols) == (spec.schema, spec.parent.table,
+            if len(cols) == 1 and (ref_schema, ref_table, ref_cols) == (spec.parent.schema, spec.parent.table,
                                                                          [spec.parent.column])]
 
 
@@ -149,7 +150,13 @@ def _exists(conn, schema: str, table: str, key: dict) -> bool:
                         list(key.values())).fetchone()[0] > 0
 
 
-def _counts(db: Database, spec: Spec, tables: list[str]) -> dict[str, int]:
+def _tables(spec: Spec) -> list[tuple[str, tuple[str, str]]]:
+    """The parent and the child tables: (the name the counts show, (schema, table))."""
+    return ([(spec.parent_name, (spec.parent.schema, spec.parent.table))]
+            + [(t, (spec.schema, t)) for t in spec.child_tables])
+
+
+def _counts(db: Database, tables: list[tuple[str, tuple[str, str]]]) -> dict[str, int]:
     with db.connect_raw() as conn:
-        return {t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(spec.schema, t))).fetchone()[0]
-                for t in tables}
+        return {name: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*table))).fetchone()[0]
+                for name, table in tables}

@@ -47,6 +47,18 @@ def relation_kind(conn: Connection, schema: str, name: str) -> str | None:
         "WHERE n.nspname = :schema AND c.relname = :name"), {"schema": schema, "name": name}).scalar()
 
 
+def schema_exists(conn: Connection, schema: str) -> bool:
+    return conn.execute(text("SELECT 1 FROM pg_namespace WHERE nspname = :schema"),
+                        {"schema": schema}).scalar() is not None
+
+
+def user_schemas(conn: Connection) -> list[str]:
+    """The database's schemas, without PostgreSQL's own (pg_*, information_schema)."""
+    return list(conn.execute(text(
+        "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' "
+        "ORDER BY 1")).scalars())
+
+
 def table_columns(conn: Connection, schema: str, table: str) -> dict[str, Column]:
     rows = conn.execute(text(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull "
@@ -79,20 +91,23 @@ def check_spec(conn: Connection, spec: Spec, environment: str | None = None) -> 
         raise SpecMismatchError(f"{message}{where}; fix the spec ({spec.path or 'spec'}) or the database",
                                 table=table, column=column, environment=environment)
 
-    s, parent = spec.schema, spec.parent
+    s, parent, ps, pname = spec.schema, spec.parent, spec.parent.schema, spec.parent_name
     rows = []
-    kind = relation_kind(conn, s, parent.table)
+    if ps != s and not schema_exists(conn, ps):
+        fail(f"parent schema {ps!r} (parent table {ps}.{parent.table}) does not exist; schemas there: "
+             f"{', '.join(user_schemas(conn)) or 'none'}", parent.table)
+    kind = relation_kind(conn, ps, parent.table)
     if kind is None:
-        fail(f"parent table {s}.{parent.table} does not exist", parent.table)
+        fail(f"parent table {ps}.{parent.table} does not exist", parent.table)
     if kind not in BASE_TABLE:
-        fail(f"parent {s}.{parent.table} is a {RELKINDS.get(kind, kind)}, not a table", parent.table)
-    parent_cols = table_columns(conn, s, parent.table)
+        fail(f"parent {ps}.{parent.table} is a {RELKINDS.get(kind, kind)}, not a table", parent.table)
+    parent_cols = table_columns(conn, ps, parent.table)
     if parent.column not in parent_cols:
-        fail(f"parent column {parent.table}.{parent.column} does not exist", parent.table, parent.column)
-    if not is_unique_key(conn, s, parent.table, parent.column):
-        fail(f"parent column {parent.table}.{parent.column} is not a primary key or unique", parent.table, parent.column)
+        fail(f"parent column {pname}.{parent.column} does not exist", parent.table, parent.column)
+    if not is_unique_key(conn, ps, parent.table, parent.column):
+        fail(f"parent column {pname}.{parent.column} is not a primary key or unique", parent.table, parent.column)
     parent_type = parent_cols[parent.column].type
-    rows.append((f"{parent.table}.{parent.column}", "parent key", RELKINDS[kind], parent_type, "ok"))
+    rows.append((f"{pname}.{parent.column}", "parent key", RELKINDS[kind], parent_type, "ok"))
 
     for fk in spec.foreign_keys:
         kind = relation_kind(conn, s, fk.table)
@@ -104,7 +119,7 @@ def check_spec(conn: Connection, spec: Spec, environment: str | None = None) -> 
         if fk.column not in cols:
             fail(f"column {fk.label} does not exist", fk.table, fk.column)
         if cols[fk.column].type != parent_type:
-            fail(f"column {fk.label} is {cols[fk.column].type} but {parent.table}.{parent.column} is {parent_type}",
+            fail(f"column {fk.label} is {cols[fk.column].type} but {pname}.{parent.column} is {parent_type}",
                  fk.table, fk.column)
         rows.append((fk.label, "foreign key", RELKINDS[kind], cols[fk.column].type, "ok"))
 
@@ -134,10 +149,11 @@ def foreign_key_states(conn: Connection, spec: Spec) -> list[ForeignKeyState]:
             "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = con.conkey[1] "
             "JOIN pg_attribute pa ON pa.attrelid = p.oid AND pa.attnum = con.confkey[1] "
             "WHERE con.contype = 'f' AND n.nspname = :schema AND c.relname = :table AND a.attname = :column "
-            "AND cardinality(con.conkey) = 1 AND pn.nspname = :schema AND p.relname = :parent "
+            "AND cardinality(con.conkey) = 1 AND pn.nspname = :parent_schema AND p.relname = :parent "
             "AND pa.attname = :parent_column "
             "ORDER BY con.conname = :name DESC, con.conname LIMIT 1"),
-            {"schema": spec.schema, "table": fk.table, "column": fk.column, "parent": spec.parent.table,
+            {"schema": spec.schema, "table": fk.table, "column": fk.column, "parent_schema": spec.parent.schema,
+             "parent": spec.parent.table,
              "parent_column": spec.parent.column, "name": fk.constraint}).fetchone()
         if row is None:
             states.append(ForeignKeyState(fk, exists=False))

@@ -311,6 +311,13 @@ def _load_spec(spec, project):
     return load_spec(_config(project).resolve_spec(spec))
 
 
+def _other_specs(project) -> tuple:
+    """The specs fkrunbook.toml lists after the first (the default one)."""
+    from .spec import load_spec
+
+    return tuple(load_spec(path) for path in _config(project).specs[1:])
+
+
 def _database(env, database_url, project, read_only=True):
     """The database named by --env, or given by --database-url (never echoed)."""
     from .database import Database, connect
@@ -344,30 +351,82 @@ def _with_target(func):
 
 @main.command()
 @_with_target
-@click.option("--schema", "schemas", multiple=True, help="Schema to audit (repeatable; default the spec's).")
+@click.option("--schema", "schemas", multiple=True,
+              help="Schema to audit (repeatable; default the spec's, and its parent table's if another).")
 @click.option("--pattern", "patterns", multiple=True,
               help="Column-name pattern of an organization reference (repeatable; default organization_id, org_id, "
-                   "*_org_id, *_organization_id).")
-@click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON list.")
-def audit(env, database_url, spec, project, schemas, patterns, as_json):
+                   "*_org_id, *_organization_id and the spec's foreign-key columns).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "github", "markdown"]), default="text",
+              show_default=True, help="text for people; json; github: workflow annotations, plus a markdown table "
+                                      "appended to $GITHUB_STEP_SUMMARY when it is set; markdown: a table.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+def audit(env, database_url, spec, project, schemas, patterns, fmt, as_json):
     """Audit every foreign key and organization reference in the live schema.
 
-    Exit 0 when every finding is declared in the spec, 1 when any is not, 2 on error.
+    Exit 0 when no finding fails the gate (each is declared in the spec, accepted and not expired,
+    planned by the spec, or covered indirectly), 1 when one does, 2 on error.
 
-    Example: fkrunbook audit --env staging --json
+    Example: fkrunbook audit --env staging --format github
     """
-    import json
+    import os
 
-    from .audit import audit_schema, render_findings
+    from .audit import audit_schema, format_findings, render_markdown
     try:
+        related = () if spec else _other_specs(project)
         spec = _load_spec(spec, project)
         findings = audit_schema(_database(env, database_url, project), spec,
-                                list(schemas) or None, list(patterns) or None)
+                                list(schemas) or None, list(patterns) or None, related=related)
     except FkrunbookError as err:
         click.echo(f"fkrunbook: error: {err}", err=True)
         sys.exit(2)
-    click.echo(json.dumps([f.as_dict() for f in findings], indent=2) if as_json else render_findings(findings))
-    sys.exit(1 if any(not f.declared for f in findings) else 0)
+    fmt = "json" if as_json else fmt
+    click.echo(format_findings(findings, fmt))
+    if fmt == "github" and os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as summary:
+            summary.write(render_markdown(findings) + "\n")
+    sys.exit(1 if any(f.gates for f in findings) else 0)
+
+
+@main.group("spec")
+def spec_group():
+    """Runbook specs: draft the next one."""
+
+
+@spec_group.command("new")
+@click.argument("name")
+@click.option("--from-audit", is_flag=True, help="Draft the keys from the audit's undeclared missing_fk findings.")
+@_with_target
+@click.option("--force", is_flag=True, help="Replace a spec file of that name.")
+@_friendly
+def spec_new(name, from_audit, env, database_url, spec, project, force):
+    """Draft the next runbook spec, NAME.yaml, beside the project's first spec, and list it in
+    fkrunbook.toml. Each key gets the column's live covering index, a suggested on_delete (and why)
+    and the next migration version; each reason is left TODO, which the runbook refuses until
+    written.
+
+    Example: fkrunbook spec new add_notification_org_fk --from-audit --env staging
+    """
+    from .audit import audit_schema
+    from .config import add_spec
+    from .draft import draft_from_audit, write_draft
+
+    if not from_audit:
+        raise FkrunbookError("spec new drafts from the audit: pass --from-audit (with --env ENV)")
+    config = _config(project)
+    base = _load_spec(spec, project)
+    db = _database(env, database_url, project)
+    findings = audit_schema(db, base, related=() if spec else _other_specs(project))
+    draft = draft_from_audit(db, base, name, findings, config.migrations)
+    path = write_draft(draft, base, config.spec.parent, force=force)
+    listed = add_spec(config, path)
+    for key in draft.keys:
+        click.echo(f"{key.table}.{key.column}: on_delete {key.on_delete} ({key.basis}); index "
+                   f"{key.index or 'none yet: the runbook builds one CONCURRENTLY'}")
+    for line in draft.left:
+        click.echo(line)
+    click.echo(f"wrote {_shown(path)} (migration version {draft.version}); "
+               + ("listed in fkrunbook.toml" if listed else "add it to [runbook] specs in fkrunbook.toml")
+               + f"; write each reason, then: fkrunbook run --env {env or 'ENV'} --spec {name}")
 
 
 @main.command("blast-radius")

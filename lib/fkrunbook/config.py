@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -154,6 +155,25 @@ class Config:
         procedures = [p if docs_root == "." else os.path.join(docs_root, p) for p in self.docs.procedures]
         lines.append("procedures = [" + ", ".join(q(p) for p in procedures) + "]")
         return "\n".join(lines) + "\n"
+
+
+def add_spec(config: Config, spec: Path) -> bool:
+    """List ``spec`` in the fkrunbook.toml's ``[runbook] specs`` (kept as one line, as ``init``
+    writes it); True when listed (or already there), False when the file holds the list otherwise."""
+    if config.path is None or not config.path.exists():
+        return False
+    if any(os.path.abspath(s) == os.path.abspath(spec) for s in config.specs):
+        return True
+    text = config.path.read_text()
+    line = re.compile(r'^(specs\s*=\s*\[)(.*?)(\]\s*)$', re.M)
+    match = line.search(text)
+    if not match or "[runbook]" not in text[:match.start()]:
+        return False
+    entry = '"' + os.path.relpath(spec, config.root).replace("\\", "/") + '"'
+    items = match.group(2).rstrip().rstrip(",")
+    config.path.write_text(text[:match.start()] + match.group(1) + (items + ", " if items.strip() else "") + entry
+                           + match.group(3) + text[match.end():])
+    return True
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -106,9 +106,14 @@ class DocsChange:
         return "\n\n".join(parts)
 
 
-def touched_tables(spec: Spec) -> list[str]:
-    """The parent, the child tables and the tables with intentional exceptions, each once."""
-    return list(dict.fromkeys([spec.parent.table] + spec.child_tables + [e.table for e in spec.exceptions]))
+def touched_tables(spec: Spec) -> list[tuple[str, str]]:
+    """The parent, the child tables and the tables with intentional exceptions, each name once, as
+    (schema, table): the parent in its own schema, the others in the spec's. A table's doc is
+    named by the table alone."""
+    tables = {spec.parent.table: spec.parent.schema}
+    for table in spec.child_tables + [e.table for e in spec.exceptions]:
+        tables.setdefault(table, spec.schema)
+    return [(schema, table) for table, schema in tables.items()]
 
 
 def render_table_docs(db: Database, spec: Spec) -> dict[str, str]:
@@ -118,18 +123,18 @@ def render_table_docs(db: Database, spec: Spec) -> dict[str, str]:
     with db.read_only() as conn:
         planned = {s.fk.label: s for s in foreign_key_states(conn, spec)}
         indexes = index_states(conn, spec)
-        for table in tables:
-            kind = relation_kind(conn, spec.schema, table)
+        for schema, table in tables:
+            kind = relation_kind(conn, schema, table)
             if kind is None:
                 continue
-            fks = conn.execute(text(FK_QUERY), {"schema": spec.schema, "table": table}).fetchall()
-            lines = [BEGIN, "", f"_{RELKINDS.get(kind, kind).capitalize()} `{spec.schema}.{table}`._", ""]
-            outgoing = [r for r in fks if r.child == table and r.child_schema == spec.schema]
-            incoming = [r for r in fks if r.parent == table and r.parent_schema == spec.schema]
+            fks = conn.execute(text(FK_QUERY), {"schema": schema, "table": table}).fetchall()
+            lines = [BEGIN, "", f"_{RELKINDS.get(kind, kind).capitalize()} `{schema}.{table}`._", ""]
+            outgoing = [r for r in fks if r.child == table and r.child_schema == schema]
+            incoming = [r for r in fks if r.parent == table and r.parent_schema == schema]
             lines += ["### Foreign keys from this table", ""]
             if outgoing:
                 lines += ["| column | references | on delete | constraint | validated |", "|---|---|---|---|---|"]
-                lines += [f"| {', '.join(r.columns)} | {r.parent}({', '.join(r.parent_columns)}) | "
+                lines += [f"| {', '.join(r.columns)} | {_parent_name(spec, r)}({', '.join(r.parent_columns)}) | "
                           f"{ON_DELETE_CODES[r.confdeltype].upper()} | {r.conname} | {'yes' if r.convalidated else 'NO'} |"
                           for r in outgoing]
             else:
@@ -141,8 +146,9 @@ def render_table_docs(db: Database, spec: Spec) -> dict[str, str]:
             lines += ["", "### Foreign keys into this table", ""]
             if incoming:
                 lines += ["| from | column | on delete | constraint | validated |", "|---|---|---|---|---|"]
-                lines += [f"| {r.child} | {', '.join(r.columns)} | {ON_DELETE_CODES[r.confdeltype].upper()} | "
-                          f"{r.conname} | {'yes' if r.convalidated else 'NO'} |" for r in incoming]
+                lines += [f"| {_child_name(spec, r)} | {', '.join(r.columns)} | "
+                          f"{ON_DELETE_CODES[r.confdeltype].upper()} | {r.conname} | {'yes' if r.convalidated else 'NO'} |"
+                          for r in incoming]
             else:
                 lines.append("None.")
             covering = [(s.fk.column, s.covering) for s in indexes if s.fk.table == table]
@@ -150,7 +156,7 @@ def render_table_docs(db: Database, spec: Spec) -> dict[str, str]:
                 lines += ["", "### Indexes covering the foreign-key columns", ""]
                 lines += [f"- `{c}`: " + (f"`{i}`" if i else "**none**: every delete of an organization scans this "
                                                              "table") for c, i in covering]
-            reasons = [(fk.column, f"Foreign key to {spec.parent.table}.{spec.parent.column} "
+            reasons = [(fk.column, f"Foreign key to {spec.parent_name}.{spec.parent.column} "
                         f"({fk.classification}): {fk.reason}") for fk in spec.foreign_keys if fk.table == table]
             if reasons:
                 lines += ["", "### Why these foreign keys exist", ""] + [f"- `{c}`: {r}" for c, r in reasons]
@@ -162,6 +168,19 @@ def render_table_docs(db: Database, spec: Spec) -> dict[str, str]:
             lines += ["", END]
             blocks[table] = "\n".join(lines) + "\n"
     return blocks
+
+
+def _parent_name(spec: Spec, fk) -> str:
+    """A key's referenced table, as a table doc shows it: the spec's parent as the spec names it."""
+    return spec.parent_name if (fk.parent_schema, fk.parent) == (spec.parent.schema, spec.parent.table) else fk.parent
+
+
+def _child_name(spec: Spec, fk) -> str:
+    """A key's table, as a table doc shows it: schema-qualified outside the spec's schema when the
+    parent is in another one (a basejump project's own tables beside the app's)."""
+    if fk.child_schema == spec.schema or spec.parent.schema == spec.schema:
+        return fk.child
+    return f"{fk.child_schema}.{fk.child}"
 
 
 def merge_block(existing: str | None, block: str, title: str) -> str:
@@ -182,13 +201,13 @@ def merge_block(existing: str | None, block: str, title: str) -> str:
 def render_graph(db: Database, spec: Spec) -> str:
     """A mermaid ER diagram of every foreign key into the organizations table, the keys the spec
     plans that the database lacks (drift), and the references that have none on purpose."""
-    parent = spec.parent.table
+    parent = spec.parent.table  # mermaid names an entity without its schema
     lines = [BEGIN, "", "```mermaid", "erDiagram"]
     with db.read_only() as conn:
-        fks = conn.execute(text(FK_QUERY), {"schema": spec.schema, "table": parent}).fetchall()
+        fks = conn.execute(text(FK_QUERY), {"schema": spec.parent.schema, "table": parent}).fetchall()
         states = {s.fk.label: s for s in foreign_key_states(conn, spec)}
     for r in fks:
-        if r.parent == parent:
+        if r.parent == parent and r.parent_schema == spec.parent.schema:
             lines.append(f'    {parent} ||--o{{ {r.child} : "{", ".join(r.columns)} ON DELETE '
                          f'{ON_DELETE_CODES[r.confdeltype].upper()}"')
     for fk in spec.foreign_keys:
@@ -255,12 +274,14 @@ def render_cleanup_steps(spec: Spec, dry_run: bool, methodology: str = METHODOLO
 
 # Stale text ------------------------------------------------------------------------------------
 
-def validated_fk_columns(db: Database, spec: Spec, tables: list[str]) -> dict[str, set[str]]:
-    """``{table: columns}``: the columns of each table that a validated foreign key covers."""
+def validated_fk_columns(db: Database, spec: Spec, tables: list[tuple[str, str]]) -> dict[str, set[str]]:
+    """``{table: columns}``: the columns of each (schema, table) that a validated foreign key covers."""
     found: dict[str, set[str]] = {}
     with db.read_only() as conn:
-        for table, column in conn.execute(text(VALIDATED_FK_COLUMNS), {"schema": spec.schema, "tables": tables}):
-            found.setdefault(table, set()).add(column)
+        for schema in dict.fromkeys(schema for schema, _ in tables):
+            names = [table for s, table in tables if s == schema]
+            for table, column in conn.execute(text(VALIDATED_FK_COLUMNS), {"schema": schema, "tables": names}):
+                found.setdefault(table, set()).add(column)
     return found
 
 
@@ -313,25 +334,25 @@ def _plan(db: Database, spec: Spec, layout: DocsLayout) -> list[_Doc]:
     validated = validated_fk_columns(db, spec, tables)
     new_folder = layout.rel(layout.new)
     docs = []
-    for table in tables:
+    for schema, table in tables:
         path = layout.table_doc(table)
         old = _read(path)
         if table not in blocks:
-            docs.append(_Doc(layout.rel(path), path, None, f"no relation {spec.schema}.{table} in the database"))
+            docs.append(_Doc(layout.rel(path), path, None, f"no relation {schema}.{table} in the database"))
         elif old is None and not layout.may_create(path):
             docs.append(_Doc(layout.rel(path), path, None, f"no doc for {table} here, and fkrunbook creates files only "
                              f"under {new_folder}/ ([docs] new): write the doc, or point [docs] table at it"))
         else:
             docs.append(_Doc(layout.rel(path), path, merge_block(old, blocks[table], table),
                              columns={c: [table] for c in sorted(validated.get(table, ()))}))
-    table_docs = [(t, d) for t, d in zip(tables, docs) if d.text is not None]
+    table_docs = [(t, d) for (_, t), d in zip(tables, docs) if d.text is not None]
     graph, methodology = layout.new / GRAPH, layout.new / METHODOLOGY
     docs.append(_Doc(layout.rel(graph), graph, merge_block(_read(graph), render_graph(db, spec),
                                                            "Organization foreign-key graph")))
     docs.append(_Doc(layout.rel(methodology), methodology, merge_block(_read(methodology), render_methodology(spec),
                                                                        "Orphan detection methodology")))
     by_column: dict[str, list[str]] = {}
-    for table in tables:
+    for _, table in tables:
         for column in sorted(validated.get(table, ())):
             by_column.setdefault(column, []).append(table)
     procedures = layout.procedure_files()

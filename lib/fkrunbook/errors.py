@@ -201,3 +201,8 @@ class SchemaLoadError(FkrunbookError):
                  sqlstate: str | None = None):
         self.file, self.line, self.sqlstate = file, line, sqlstate
         super().__init__(message)
+
+
+class DraftError(FkrunbookError):
+    """A spec cannot be drafted from the audit as asked (a bad name, nothing to draft, a file in
+    the way); nothing was written."""

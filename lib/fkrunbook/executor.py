@@ -206,7 +206,7 @@ class _Runner:
         """Sessions holding a lock on the step's tables (never their query text: it may hold data)."""
         tables = [qualified(self.spec.schema, step.fk.table)]
         if step.kind == "add":
-            tables.append(qualified(self.spec.schema, self.spec.parent.table))
+            tables.append(qualified(self.spec.parent.schema, self.spec.parent.table))
         rows = self.conn.execute(
             "SELECT a.pid, coalesce(nullif(a.application_name, ''), a.backend_type) AS application, a.usename, a.state, "
             "round(extract(epoch FROM now() - a.xact_start))::int AS transaction_s, l.mode, l.relation::regclass::text "

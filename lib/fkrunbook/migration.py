@@ -68,7 +68,7 @@ def drop_index_statement(spec: Spec, index: str) -> str:
 
 def add_statement(spec: Spec, fk: ForeignKey) -> str:
     return (f"ALTER TABLE {qualified(spec.schema, fk.table)} ADD CONSTRAINT {ident(fk.constraint)} "
-            f"FOREIGN KEY ({ident(fk.column)}) REFERENCES {qualified(spec.schema, spec.parent.table)} "
+            f"FOREIGN KEY ({ident(fk.column)}) REFERENCES {qualified(spec.parent.schema, spec.parent.table)} "
             f"({ident(spec.parent.column)}) ON DELETE {fk.on_delete_sql} NOT VALID")
 
 
@@ -109,7 +109,7 @@ def _fk_lookup(spec: Spec, fk: ForeignKey) -> str:
         "      JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1]\n"
         "      JOIN pg_attribute pa ON pa.attrelid = con.confrelid AND pa.attnum = con.confkey[1]\n"
         f"      WHERE con.contype = 'f' AND con.conrelid = {literal(qualified(spec.schema, fk.table))}::regclass\n"
-        f"        AND con.confrelid = {literal(qualified(spec.schema, spec.parent.table))}::regclass\n"
+        f"        AND con.confrelid = {literal(qualified(spec.parent.schema, spec.parent.table))}::regclass\n"
         f"        AND cardinality(con.conkey) = 1 AND a.attname = {literal(fk.column)}"
         f" AND pa.attname = {literal(spec.parent.column)}"
     )
@@ -126,7 +126,7 @@ def render_migrations(spec: Spec, versions: dict[str, str] | None = None) -> lis
     verify = (
         "-- Verification (after all three steps): every row shows convalidated = t and confdeltype = 'c' (CASCADE).\n"
         "--   SELECT conrelid::regclass AS child, conname, convalidated, confdeltype FROM pg_constraint\n"
-        f"--   WHERE contype = 'f' AND confrelid = {literal(qualified(spec.schema, spec.parent.table))}::regclass"
+        f"--   WHERE contype = 'f' AND confrelid = {literal(qualified(spec.parent.schema, spec.parent.table))}::regclass"
         f" AND conname IN ({names});\n"
     )
     total = len(STEPS)
@@ -144,7 +144,7 @@ def render_migrations(spec: Spec, versions: dict[str, str] | None = None) -> lis
         + ", ".join(literal(fk.index) for fk in spec.foreign_keys) + ");\n")
 
     add_blocks = "\n".join(
-        f"-- {fk.label} -> {spec.parent.table}.{spec.parent.column} ({fk.classification}): ON DELETE {fk.on_delete_sql}\n"
+        f"-- {fk.label} -> {spec.parent_name}.{spec.parent.column} ({fk.classification}): ON DELETE {fk.on_delete_sql}\n"
         f"DO $$\nBEGIN\n  IF NOT EXISTS (\n      SELECT 1 {_fk_lookup(spec, fk)}\n  ) THEN\n"
         f"    {add_statement(spec, fk)};\n  END IF;\nEND\n$$;\n" for fk in spec.foreign_keys)
     step2 = (

@@ -1,9 +1,10 @@
 """Orphans: rows whose organization no longer exists.
 
 For a foreign-key column an orphan is a non-NULL value with no parent row (a NOT EXISTS
-anti-join; never NOT IN, which one NULL turns into "no rows"). For a polymorphic event-store
-reference it is a stream of the organization type whose organization is gone; those are
-reported, never deleted (the event store is append-only history).
+anti-join; never NOT IN, which one NULL turns into "no rows"); the parent table is looked up in
+its own schema, which may differ from the children's. For a polymorphic event-store reference it
+is a stream of the organization type whose organization is gone; those are reported, never
+deleted (the event store is append-only history).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ QUARANTINE_TABLE = "orphan_rows"
 def orphan_predicate(spec: Spec, fk: ForeignKey, alias: str = "c") -> str:
     parent = spec.parent
     return (f"{alias}.{ident(fk.column)} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
-            f"{qualified(spec.schema, parent.table)} p WHERE p.{ident(parent.column)} = {alias}.{ident(fk.column)})")
+            f"{qualified(parent.schema, parent.table)} p WHERE p.{ident(parent.column)} = {alias}.{ident(fk.column)})")
 
 
 def orphan_query(spec: Spec, fk: ForeignKey, select: str = "c.*") -> str:
@@ -41,7 +42,7 @@ def orphan_query(spec: Spec, fk: ForeignKey, select: str = "c.*") -> str:
 def stream_orphan_query(spec: Spec, exc: IntentionalException, select: str) -> str:
     d, parent = exc.discriminator, spec.parent
     return (f"SELECT {select} FROM {qualified(spec.schema, exc.table)} e WHERE e.{ident(d.column)} = :stream_type "
-            f"AND NOT EXISTS (SELECT 1 FROM {qualified(spec.schema, parent.table)} p "
+            f"AND NOT EXISTS (SELECT 1 FROM {qualified(parent.schema, parent.table)} p "
             f"WHERE p.{ident(parent.column)} = e.{ident(exc.column)})")
 
 
@@ -53,7 +54,7 @@ def payload_orphan_query(spec: Spec, exc: IntentionalException, select: str) -> 
     pl, parent = exc.payload, spec.parent
     ref = f"(e.{ident(pl.column)} ->> {literal(pl.key)})"
     return (f"SELECT {select} FROM {qualified(spec.schema, exc.table)} e WHERE {ref} ~ {literal(UUID_PATTERN)} "
-            f"AND NOT EXISTS (SELECT 1 FROM {qualified(spec.schema, parent.table)} p "
+            f"AND NOT EXISTS (SELECT 1 FROM {qualified(parent.schema, parent.table)} p "
             f"WHERE p.{ident(parent.column)} = {ref}::uuid)")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import yaml
@@ -21,14 +21,19 @@ MAX_IDENTIFIER = 63
 ON_DELETE = {"cascade": "CASCADE", "restrict": "RESTRICT", "no action": "NO ACTION",
              "set null": "SET NULL", "set default": "SET DEFAULT"}
 CLASSIFICATIONS = ("oversight", "recommended")
+FINDINGS = ("missing_fk", "unindexed_fk", "blocking_delete", "not_valid", "polymorphic")  # the audit's kinds
 DURATION = re.compile(r"^[0-9]+(ms|s|min|h)$")
 VERSION_FORMAT = "%Y%m%d%H%M%S"  # a Supabase CLI migration version, UTC
+TODO = "TODO:"  # how a drafted spec marks a reason the engineer has yet to write
 
 
 @dataclass(frozen=True)
 class Parent:
+    """The tenant table every foreign key points at. Its schema may differ from the children's (a
+    basejump project keeps ``basejump.accounts`` while the app's tables are in ``public``)."""
     table: str
     column: str
+    schema: str
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,21 @@ class IntentionalException:
 
 
 @dataclass(frozen=True)
+class AcceptedFinding:
+    """An audit finding the team accepts for now, with why and until when: after ``expires`` the
+    audit reports it as undeclared again, so an accepted risk is looked at again, not forgotten."""
+    table: str
+    column: str
+    finding: str
+    reason: str
+    expires: date
+
+    @property
+    def label(self) -> str:
+        return f"{self.table}.{self.column}"
+
+
+@dataclass(frozen=True)
 class LockRetries:
     """How often a step that hits lock_timeout is tried again, and how long to wait in between
     (doubling from ``backoff`` up to ``backoff_max``)."""
@@ -103,8 +123,16 @@ class Spec:
     migration: MigrationSettings
     foreign_keys: tuple[ForeignKey, ...]
     exceptions: tuple[IntentionalException, ...]
+    accepted: tuple[AcceptedFinding, ...] = ()
     path: str = ""
     sha256: str = field(default="", compare=False)
+
+    @property
+    def parent_name(self) -> str:
+        """The parent table as messages, comments and docs name it: bare in the spec's schema (as
+        they always have), schema-qualified in another one."""
+        p = self.parent
+        return p.table if p.schema == self.schema else f"{p.schema}.{p.table}"
 
     @property
     def child_tables(self) -> list[str]:
@@ -140,7 +168,8 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
     schema = p.identifier(doc, "schema", "the document", default="public")
     parent_raw = p.mapping(p.required(doc, "parent", "the document"), "parent")
     parent = Parent(table=p.identifier(parent_raw, "table", "parent"),
-                    column=p.identifier(parent_raw, "column", "parent", default="id"))
+                    column=p.identifier(parent_raw, "column", "parent", default="id"),
+                    schema=p.identifier(parent_raw, "schema", "parent", default=schema))
     mig_raw = p.mapping(p.required(doc, "migration", "the document"), "migration")
     version = mig_raw.get("version")
     if version not in (None, ""):
@@ -175,7 +204,11 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
         default_name = f"{table}_{column}_fkey"
         constraint = p.identifier(item, "constraint", where, default=default_name[:MAX_IDENTIFIER])
         index = p.identifier(item, "index", where, default=f"{table}_{column}_idx"[:MAX_IDENTIFIER])
-        fks.append(ForeignKey(table, column, on_delete, classification, p.text(item, "reason", where), constraint,
+        reason = p.text(item, "reason", where)
+        if reason.upper().startswith(TODO.rstrip(":")):
+            p.fail(f"{where}.reason for {table}.{column} is not written yet (it still starts with TODO); write why "
+                   "the key is needed, then run again")
+        fks.append(ForeignKey(table, column, on_delete, classification, reason, constraint,
                               index, index_given=item.get("index") not in (None, "")))
     if not fks:
         p.fail("foreign_keys is empty; list at least one foreign key to add")
@@ -203,9 +236,25 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
     for name in names:
         if names.count(name) > 1:
             p.fail(f"constraint name {name!r} is used twice; give one of them a distinct 'constraint:'")
+    accepted = []
+    for i, item in enumerate(p.sequence(doc.get("accepted_findings") or [], "accepted_findings")):
+        where = f"accepted_findings[{i}]"
+        item = p.mapping(item, where)
+        finding = str(p.required(item, "finding", where))
+        if finding not in FINDINGS:
+            p.fail(f"{where}.finding {finding!r} is not one of the audit's findings: {', '.join(FINDINGS)}")
+        expires = p.required(item, "expires", where)
+        if isinstance(expires, datetime) or not isinstance(expires, date):
+            try:
+                expires = date.fromisoformat(str(expires))
+            except ValueError:
+                p.fail(f"{where}.expires {str(expires)!r} is not a date YYYY-MM-DD; write when the finding must be "
+                       "looked at again")
+        accepted.append(AcceptedFinding(p.identifier(item, "table", where), p.identifier(item, "column", where),
+                                        finding, p.text(item, "reason", where), expires))
     name = p.identifier(doc, "name", "the document")
     return Spec(name=name, schema=schema, parent=parent, migration=migration,
-                foreign_keys=tuple(fks), exceptions=tuple(exceptions), path=source)
+                foreign_keys=tuple(fks), exceptions=tuple(exceptions), accepted=tuple(accepted), path=source)
 
 
 def parse_retries(raw, where: str, parser: "_Parser | None" = None) -> LockRetries:

@@ -3,10 +3,11 @@ the team's own paths: the runbook on every pull request, orphan detection agains
 from __future__ import annotations
 
 PR = """\
-# On every pull request: the migration files still match the runbook spec, the whole runbook runs
-# on an embedded PostgreSQL, the FK audit finds nothing undeclared, and the evidence is uploaded.
-# (Written by `fkrunbook init --ci github`.) Until `fkrunbook local reset --from-migrations` exists,
-# the local database holds fkrunbook's sample schema, not this repository's.
+# On every pull request: the runbook's migration files are committed and unedited; the
+# repository's own schema is built from its migrations on an embedded PostgreSQL (through
+# fkrunbook's Supabase compatibility layer, as `supabase db reset` would build it); the FK audit
+# gate runs on that schema; the whole runbook is rehearsed on it; the evidence is uploaded.
+# (Written by `fkrunbook init --ci github`.)
 name: fkrunbook
 on:
   pull_request:
@@ -21,12 +22,12 @@ jobs:
     steps:
 {install}      - name: Migration files match the spec
         run: fkrunbook generate-migrations --check
-      - name: Local database
-        run: fkrunbook local reset
-      - name: Whole runbook on the embedded database
-        run: fkrunbook run --env local --confirm
+      - name: The repository's schema, from its migrations
+        run: fkrunbook local reset --from-migrations
       - name: FK audit gate
-        run: fkrunbook audit --env local
+        run: fkrunbook audit --env local --format github
+      - name: Whole runbook rehearsed on that schema
+        run: fkrunbook run --env local --confirm
       - name: Evidence intact
         run: fkrunbook archive verify
       - name: Stop the local database
@@ -61,7 +62,7 @@ jobs:
         run: fkrunbook run --env staging --phase orphan_check --fail-on-orphans
       - name: FK audit
         if: always()
-        run: fkrunbook audit --env staging
+        run: fkrunbook audit --env staging --format github
       - name: Upload the evidence
         if: always()
         uses: actions/upload-artifact@v4
