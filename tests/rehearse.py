@@ -38,11 +38,14 @@ class Rehearsal:
 
     @property
     def planted(self) -> dict:
-        """The orphans the load planted, per column, as its "sample data: ..." line says them."""
+        """The orphans the load planted, per column, as its "sample data: ..." line says them (with
+        those the schema's triggers wrote from planted rows)."""
         line = next(line for line in self.load.stdout.splitlines() if line.startswith("sample data: "))
-        listed = line.split("orphans planted: ", 1)[1]
-        return {} if listed == "none" else {label: int(n) for n, label in
-                                            (item.split(" in ", 1) for item in listed.split(", "))}
+        found: dict[str, int] = {}
+        for part in line.split("orphans planted: ", 1)[1].split("; more written by the schema's triggers: "):
+            for n, label in (item.split(" in ", 1) for item in part.split(", ") if item != "none"):
+                found[label] = found.get(label, 0) + int(n)
+        return found
 
     def check_orphans(self) -> None:
         """The orphan check found exactly the orphans planted (every spec column, and each stream or

@@ -76,7 +76,7 @@ def test_the_orphan_check_finds_exactly_what_was_planted(shaped):
     with psycopg.connect(shaped, autocommit=True) as conn:
         sample = seed_team_data(conn, SPEC, rows=200, planted=3)
     assert _found(shaped) == sample.expected()
-    assert sample.orphans == dict.fromkeys(FK_COLUMNS, 3)
+    assert sample.orphans == dict.fromkeys(FK_COLUMNS, 3) and sample.by_triggers == {}
     streams = sample.orphan_streams
     assert streams["domain_events.stream_id"] == 3  # organization streams whose organization is gone
     assert streams["domain_events.event_data->organization_id"] == 6  # those 3, and 3 events of another stream type
@@ -258,3 +258,26 @@ def test_views_and_absent_tables_among_the_exceptions_are_skipped_and_counted_as
     assert sample.notes == (
         "skipped public.unprocessed_events: a view, it shows the rows of its tables (nothing written to it)",
         "skipped public.event_archive: not in this schema (intentional exception)")
+
+
+def test_orphans_the_schemas_triggers_copy_from_planted_rows_are_counted_apart(server):
+    """The accounts shape logs every project in activity_log by trigger: a planted project whose
+    account is gone leaves a log row naming it too; the line says so, and the check agrees."""
+    accounts = SHAPES / "accounts"
+    spec = load_spec(accounts / "spec.yaml")
+    name = f"s_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server.url(), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        with psycopg.connect(server.url(name), autocommit=True) as conn:
+            load_migrations(conn, accounts / "supabase" / "migrations", apply_compat(conn))
+            sample = seed_team_data(conn, spec, rows=120)
+        assert sample.orphans["projects.account_id"] == 3 and sample.orphans["activity_log.account_id"] == 3
+        assert sample.by_triggers == {"activity_log.account_id": 3}
+        assert sample.lines[0].endswith("; more written by the schema's triggers: 3 in activity_log.account_id")
+        results = find_orphans(Database(Environment("test", "url", url_env="UNUSED"), server.url(name)),
+                               spec).results()
+        results.pop("clean")
+        assert results == sample.expected()
+    finally:
+        _drop(server, name)

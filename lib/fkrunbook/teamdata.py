@@ -67,18 +67,22 @@ class TeamSample:
     notes: tuple[str, ...] = ()                             # one line each: views and columns skipped
     seconds: float = 0.0
     made_by_row_maker: int = 0                              # rows not copied: each table's first, and refused copies
+    by_triggers: dict[str, int] = field(default_factory=dict)  # label -> orphans in rows the team's triggers wrote
 
     @property
     def total(self) -> int:
         return sum(self.rows.values())
 
     def expected(self) -> dict:
-        """What the orphan check reports after seeding: the rows there before plus those planted
-        (``OrphanReport.results()`` without ``clean``)."""
-        before = self.before or {}
-        return {"orphans": {k: v + before.get("orphans", {}).get(k, 0) for k, v in self.orphans.items()},
-                "orphan_streams": {k: v + (0 if k in self.read_back else before.get("orphan_streams", {}).get(k, 0))
-                                   for k, v in self.orphan_streams.items()}}
+        """What the orphan check reports after seeding: the rows there before, those planted and
+        those the schema's triggers wrote (``OrphanReport.results()`` without ``clean``)."""
+        def total(kind: str, label: str, planted: int) -> int:
+            if label in self.read_back:
+                return planted
+            return planted + (self.before or {}).get(kind, {}).get(label, 0) + self.by_triggers.get(label, 0)
+
+        return {kind: {k: total(kind, k, v) for k, v in getattr(self, kind).items()}
+                for kind in ("orphans", "orphan_streams")}
 
     @property
     def lines(self) -> list[str]:
@@ -88,9 +92,11 @@ class TeamSample:
         tables = len(self.rows)
         planted = ", ".join(f"{v} in {k}" for k, v in {**self.orphans, **self.orphan_streams}.items()
                             if v and k not in self.read_back)
+        by_triggers = ", ".join(f"{v} in {k}" for k, v in self.by_triggers.items())
         return [f"sample data: {self.total} rows in {tables} table{'' if tables == 1 else 's'} "
                 f"({self.organizations} organizations), written through the schema's own triggers in "
-                f"{self.seconds:.1f} s; orphans planted: {planted or 'none'}", *self.notes]
+                f"{self.seconds:.1f} s; orphans planted: {planted or 'none'}"
+                + (f"; more written by the schema's triggers: {by_triggers}" if by_triggers else ""), *self.notes]
 
 
 def check_team_rows(rows: int, planted: int = 3) -> None:
@@ -328,7 +334,7 @@ class _Seeder:
         """The tables to fill: each with its spec foreign-key columns and its intentional exceptions.
         Views and absent tables among the exceptions are skipped, each with a note."""
         spec, found = self.spec, {}
-        parent = self.maker.table(spec.schema, spec.parent.table)
+        parent = self.maker.table(spec.parent.schema, spec.parent.table)
         if spec.parent.column not in parent.columns:
             raise RowMakerError(f"{parent.label} has no column {spec.parent.column}; check the spec's parent column",
                                 table=parent.label, column=spec.parent.column)
@@ -363,7 +369,7 @@ class _Seeder:
     def _keyed(self, table: str, column: str) -> bool:
         """Whether the column already has a foreign key to the parent (no orphan can be planted there)."""
         parent = self.spec.parent
-        return any(cols == [column] and (ref_schema, ref_table, ref_cols) == (self.spec.schema, parent.table,
+        return any(cols == [column] and (ref_schema, ref_table, ref_cols) == (parent.schema, parent.table,
                                                                                [parent.column])
                    for cols, ref_schema, ref_table, ref_cols in self.maker.table(self.spec.schema,
                                                                                  table).foreign_keys.values())
@@ -376,7 +382,7 @@ class _Seeder:
         before = self._orphan_counts()
         organizations = max(MIN_ORGANIZATIONS, rows // ROWS_PER_ORGANIZATION)
         existing = self._existing_ids(100)
-        made = self.writer(spec.schema, spec.parent.table).write([{} for _ in range(organizations)])
+        made = self.writer(spec.parent.schema, spec.parent.table).write([{} for _ in range(organizations)])
         pool = [r[spec.parent.column] for r in made] + existing
         per_table = max(1, rows // max(1, len(tables)))
         written: dict[str, list[dict]] = {}
@@ -387,8 +393,8 @@ class _Seeder:
         orphans, streams, read_back = {}, {}, []
         for fk in spec.foreign_keys:
             orphans[fk.label] = sum(1 for r in written[fk.table] if r[fk.column] not in known)
-        skipped = any(exc.table not in written for exc in spec.exceptions)
-        after = self._orphan_counts()["orphan_streams"] if skipped else {}
+        counts = self._orphan_counts()
+        after = counts["orphan_streams"]
         for exc in spec.exceptions:
             if exc.discriminator is None:
                 continue
@@ -410,9 +416,13 @@ class _Seeder:
                 continue
             streams[label] = sum(1 for r in written[exc.table]
                                  if _payload_orphan(r.get(exc.payload.column), exc.payload.key, ids))
+        # orphans in rows nobody here wrote: the team's triggers copied a planted organization id on
+        by_triggers = {k: n for kind, planted in (("orphans", orphans), ("orphan_streams", streams))
+                       for k, v in planted.items() if k not in read_back
+                       and (n := counts[kind][k] - before[kind].get(k, 0) - v)}
         return TeamSample(organizations=len(made), rows=self._added(counted), orphans=orphans, orphan_streams=streams,
                           before=before, read_back=tuple(read_back), notes=tuple(self.notes),
-                          made_by_row_maker=sum(w.made for w in self.writers.values()))
+                          made_by_row_maker=sum(w.made for w in self.writers.values()), by_triggers=by_triggers)
 
     def _fill(self, table: str, fk_columns: list[str], exceptions: list[IntentionalException], pool: list[str],
               per_table: int, planted: int) -> list[dict]:
@@ -427,7 +437,7 @@ class _Seeder:
         plantable = [c for c in fk_columns if not self._keyed(table, c)]
         for c in sorted(set(fk_columns) - set(plantable)):
             self.notes.append(f"no orphans planted in {table}.{c}: it already has a foreign key to "
-                              f"{self.spec.parent.table}")
+                              f"{self.spec.parent_name}")
         other: dict[str, str] = {}
 
         def row(org: str, kind: str = "organization", stream: str | None = None, payload: str | None = None) -> dict:
@@ -471,14 +481,14 @@ class _Seeder:
     def _existing_ids(self, limit: int | None) -> set | list:
         parent = self.spec.parent
         query = sql.SQL("SELECT CAST({} AS text) FROM {}{}").format(
-            sql.Identifier(parent.column), sql.Identifier(self.spec.schema, parent.table),
+            sql.Identifier(parent.column), sql.Identifier(parent.schema, parent.table),
             sql.SQL(f" LIMIT {int(limit)}") if limit else sql.SQL(""))
         ids = [r[0] for r in self.conn.execute(query)]
         return ids if limit else set(ids)
 
     def _missing_id(self) -> str:
         """An organization id of the parent column's type that names no organization."""
-        info = self.maker.table(self.spec.schema, self.spec.parent.table)
+        info = self.maker.table(self.spec.parent.schema, self.spec.parent.table)
         t = info.columns[self.spec.parent.column].type.root()
         if t.name == "uuid":
             return str(uuid.uuid4())
