@@ -1,6 +1,7 @@
 """A team's repository built around one of the schema shapes under tests/team_schemas, with its
 local environment on a chosen PostgreSQL major, and the rehearsal a team runs in it:
-``fkrunbook local reset --from-migrations`` then ``fkrunbook run --env local --confirm``.
+``fkrunbook local reset --from-migrations`` (with its sample data and planted orphans) then
+``fkrunbook run --env local --confirm``.
 
 Each shape is a folder written here, after the shapes of real Supabase projects' schemas (no
 file of theirs is copied): ``supabase/migrations/`` and ``spec.yaml``, the shape's own change.
@@ -34,6 +35,27 @@ class Rehearsal:
     @property
     def run_dir(self) -> Path:
         return self.root / self.run.stdout.splitlines()[-1].split("evidence: ")[1]
+
+    @property
+    def planted(self) -> dict:
+        """The orphans the load planted, per column, as its "sample data: ..." line says them (with
+        those the schema's triggers wrote from planted rows)."""
+        line = next(line for line in self.load.stdout.splitlines() if line.startswith("sample data: "))
+        found: dict[str, int] = {}
+        for part in line.split("orphans planted: ", 1)[1].split("; more written by the schema's triggers: "):
+            for n, label in (item.split(" in ", 1) for item in part.split(", ") if item != "none"):
+                found[label] = found.get(label, 0) + int(n)
+        return found
+
+    def check_orphans(self) -> None:
+        """The orphan check found exactly the orphans planted (every spec column, and each stream or
+        payload the load counted), and the confirmed clean-up removed those of the foreign-key columns."""
+        found, cleaned = self.results["orphan_check"], self.results["orphan_cleanup"]
+        assert found["orphans"] == {k: self.planted.get(k, 0) for k in found["orphans"]}, (found, self.planted)
+        assert any(found["orphans"].values()), "no orphan planted in any foreign-key column"
+        streams = {k: v for k, v in self.planted.items() if k not in found["orphans"]}
+        assert {k: found["orphan_streams"][k] for k in streams} == streams, (found, self.planted)
+        assert cleaned["confirmed"] and cleaned["rows"] == found["orphans"]
 
 
 def team_repository(shape: str, major: str, root: Path, *init_args: str) -> Path:

@@ -5,10 +5,13 @@ troubleshooting table lists the same cases.
 Every case fails before any notebook runs, so each is run in-process with click's CliRunner
 (tests/test_cli.py runs the console script itself, where the process boundary is the point)."""
 import hashlib
+import shutil
+from pathlib import Path
 
+import psycopg
 import pytest
 
-from fkrunbook.server import stop_server
+from fkrunbook.server import ensure_server, stop_server
 
 from .conftest import schema_state
 from .test_cli import invoke
@@ -16,6 +19,7 @@ from .test_cli import invoke
 SPEC = "runbooks/add_missing_org_fk_constraints.yaml"
 ENVS = "runbooks/environments.yaml"
 CONFIG = "fkrunbook.toml"
+TEAM_MIGRATIONS = Path(__file__).parent / "team_schemas" / "event_store" / "supabase" / "migrations"
 
 
 def edit(path, old, new, count=1):
@@ -55,6 +59,16 @@ def run_once(run_id):
         result = invoke("run", "--env", "staging", "--phase", "orphan_check", "--run-id", run_id, cwd=project,
                         env={"STAGING_DATABASE_URL": database.url})
         assert result.exit_code == 0, result.stderr
+    return apply
+
+
+def local_team_schema(folder):
+    """The local database already built from a team's migrations (the event-store shape, copied to
+    ``folder`` in the project, no rows): the case must leave it as it was."""
+    def apply(project, database):
+        shutil.copytree(TEAM_MIGRATIONS, project / folder)
+        result = invoke("local", "reset", "--from-migrations", folder, "--rows", "0", cwd=project)
+        assert result.exit_code == 0, result.output
     return apply
 
 
@@ -170,6 +184,14 @@ CASES = [
     ("archive-unknown-target", ["archive", "verify", "nope"], {}, None,
      "'nope' is neither a run nor an environment in the archive", 1),
     ("local-too-few-rows", ["local", "reset", "--rows", "5"], {}, None, "--rows 5 is too few", 1),
+    ("local-team-rows-negative", ["local", "reset", "--from-migrations", "--rows", "-1"], {}, None,
+     "--rows -1 is negative; give 0 for the schema only (as a new environment is)", 1),
+    ("local-team-spec-table-absent", ["local", "reset", "--from-migrations", "team/migrations", "--rows", "20"], {},
+     local_team_schema("team/migrations"),
+     "table public.cross_tenant_access_grants_projection (foreign key cross_tenant_access_grants_projection.", 1),
+    ("local-spec-without-team-schema", ["local", "reset", "--spec", SPEC], {}, None,
+     "--spec applies with --from-migrations or --from-dump", 1),
+    ("demo-team-rows-negative", ["demo", "--from-migrations", "--rows", "-1"], {}, None, "--rows -1 is negative", 1),
 ]
 
 
@@ -191,9 +213,26 @@ def password_role(server):
         conn.execute("DROP ROLE fk_pw_user")
 
 
-def _files(project):
+def _files(project, local_kept=False):
+    """The project's files (a local database a case's setup built is compared by local_state instead)."""
     return {str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(project.rglob("*")) if p.is_file() and "audit" not in p.relative_to(project).parts}
+            for p in sorted(project.rglob("*")) if p.is_file() and "audit" not in p.relative_to(project).parts
+            and not (local_kept and ".fkrunbook" in p.relative_to(project).parts)}
+
+
+def local_state(data_dir):
+    """The local database a case's setup built (its databases, tables and rows), or None when none was."""
+    if not (data_dir / "pgdata").exists():
+        return None
+    server = ensure_server(data_dir)
+    with psycopg.connect(server.url("postgres")) as conn:
+        databases = [r[0] for r in conn.execute("SELECT datname FROM pg_database ORDER BY 1")]
+    with psycopg.connect(server.url("fkrunbook")) as conn:
+        tables = conn.execute("SELECT format('%I.%I', relnamespace::regnamespace, relname) FROM pg_class "
+                              "WHERE relkind = 'r' AND relnamespace::regnamespace::text NOT IN "
+                              "('pg_catalog', 'information_schema') ORDER BY 1").fetchall()
+        rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for (t,) in tables}
+    return databases, rows
 
 
 @pytest.fixture
@@ -218,7 +257,8 @@ def test_bad_input(case, project_copy, database, tmp_path, password_role, local_
     env = {"STAGING_DATABASE_URL": database.url, **{k: v.format(**fill) for k, v in env.items()}}
     args = [a.format(**fill) for a in args]
     runs_before = sorted((project_copy / "audit").rglob("manifest.json")) if (project_copy / "audit").exists() else []
-    db_before, files_before = schema_state(database.url), _files(project_copy)
+    local_before = local_state(local_data_dir)
+    db_before, files_before = schema_state(database.url), _files(project_copy, local_before is not None)
     result = invoke(*args, cwd=project_copy, env=env)
     assert result.exit_code == status, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -226,7 +266,8 @@ def test_bad_input(case, project_copy, database, tmp_path, password_role, local_
     assert expected in lines[0], lines[0]
     assert "pw@" not in result.stderr and database.url not in result.stderr and "Wr0ng-pw" not in result.stderr
     assert schema_state(database.url) == db_before
-    assert _files(project_copy) == files_before
+    assert _files(project_copy, local_before is not None) == files_before
+    assert local_state(local_data_dir) == local_before
     runs_after = sorted((project_copy / "audit").rglob("manifest.json")) if (project_copy / "audit").exists() else []
     assert runs_after == runs_before  # nothing ran
 

@@ -413,7 +413,8 @@ def test_reset_local_from_refuses_a_url_environment(tmp_path):
 
 def test_local_reset_from_the_configured_migrations_through_the_cli(tmp_path):
     """`fkrunbook local reset --from-migrations` in a team's repository: the default folder is the
-    one fkrunbook.toml names; each stand-in is one line; a missing folder is one line, exit 1."""
+    one fkrunbook.toml names; each stand-in is one line; a missing folder is one line, exit 1.
+    (`--rows 0`: the schema only; `fkrunbook init`'s spec names tables this schema does not have.)"""
     import shutil
 
     from fkrunbook.server import stop_server
@@ -423,7 +424,7 @@ def test_local_reset_from_the_configured_migrations_through_the_cli(tmp_path):
     assert invoke("init", cwd=tmp_path).exit_code == 0
     shutil.copytree(MIGRATIONS, tmp_path / "supabase" / "migrations")
     try:
-        result = invoke("local", "reset", "--from-migrations", cwd=tmp_path)
+        result = invoke("local", "reset", "--from-migrations", "--rows", "0", cwd=tmp_path)
         assert result.exit_code == 0, result.output
         lines = result.stdout.splitlines()
         assert lines[0].startswith(f"loaded 4 files from {tmp_path / 'supabase' / 'migrations'} into 'fkrunbook'")

@@ -1,7 +1,8 @@
 """The row maker on a schema written here to trip it: extension types, arrays, ranges, json CHECKs,
 domains, composites, generated and identity columns, multi-column CHECKs, exclusion constraints,
 partitions, row-level security and triggers. Every row is made inside a transaction that is then
-rolled back; the positive cases run on the embedded PostgreSQL 18 and on Debian's PostgreSQL 15.
+rolled back (the last tests keep rows, ``commit=True``, in a database of their own); the positive
+cases run on the embedded PostgreSQL 18 and on Debian's PostgreSQL 15.
 """
 from __future__ import annotations
 
@@ -541,3 +542,66 @@ def test_autocommit_is_refused(pg18):
         with pytest.raises(RowMakerError, match="only inside a transaction that is rolled back"):
             RowMaker(conn).insert("rm", "orgs")
         assert _count(conn, "orgs") == 1
+
+
+@pytest.fixture
+def keep_db(server):
+    """A database of its own for rows that are kept: a parent no row exists in yet, and a child
+    whose CHECK no value passes once ``closed`` is set."""
+    name = f"rk_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server.url(), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with psycopg.connect(server.url(name), autocommit=True) as conn:
+        conn.execute("CREATE TABLE parent (id uuid PRIMARY KEY, code text NOT NULL UNIQUE); "
+                     "CREATE TABLE child (parent_id uuid NOT NULL REFERENCES parent, n integer NOT NULL "
+                     "CHECK (n BETWEEN 1 AND 5)); "
+                     "CREATE TABLE closed (parent_id uuid NOT NULL REFERENCES parent, n integer NOT NULL "
+                     "CONSTRAINT never CHECK (n > 10 AND n < 11)); "
+                     "CREATE TABLE roles (parent_id uuid NOT NULL REFERENCES parent, org text NOT NULL, "
+                     "PRIMARY KEY (parent_id, org))")
+    yield server.url(name)
+    with psycopg.connect(server.url(), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _counts(url: str) -> tuple:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT (SELECT count(*) FROM parent), (SELECT count(*) FROM child), "
+                            "(SELECT count(*) FROM closed)").fetchone()
+
+
+def test_rows_made_to_be_kept_commit_with_the_rows_they_needed_or_not_at_all(keep_db):
+    with psycopg.connect(keep_db, autocommit=True) as conn:
+        maker = RowMaker(conn, commit=True)
+        with pytest.raises(RowMakerError, match="^cannot make a test row for public.closed: column n: check "
+                                                "constraint never refused the last candidate"):
+            maker.insert("public", "closed")  # a parent is made for it first...
+        assert _counts(keep_db) == (0, 0, 0)  # ...and goes with the refused row
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        row = maker.insert("public", "child")  # its parent made for it: both committed, in one transaction
+        assert _counts(keep_db) == (1, 1, 0)  # seen from another connection
+        assert maker.last_sent["n"] == str(row["n"]) and maker.last_sent["parent_id"] == str(row["parent_id"])
+        with pytest.raises(RowMakerError, match="only inside a transaction that is rolled back"):
+            RowMaker(conn).insert("public", "child")  # the cascade test's use is unchanged
+    with psycopg.connect(keep_db) as conn:  # inside the caller's transaction: kept when the caller commits
+        RowMaker(conn, commit=True).insert("public", "child")
+        conn.commit()
+    assert _counts(keep_db) == (1, 2, 0)
+
+
+def test_avoided_values_are_never_written(keep_db):
+    with psycopg.connect(keep_db) as conn:
+        maker = RowMaker(conn)
+        for _ in range(5):
+            assert maker.insert("public", "child", avoid={"n": {"0", "1", "2", "3"}})["n"] in (4, 5)
+        conn.rollback()
+
+
+def test_a_unique_key_of_a_foreign_key_and_a_fixed_column_gets_a_new_referenced_row(keep_db):
+    """A role per (user, organization), the organization given: once the existing row's user holds
+    a role there, the next role needs a new user, not the copied one again."""
+    with psycopg.connect(keep_db) as conn:
+        maker = RowMaker(conn)
+        users = {maker.insert("public", "roles", {"org": "acme"})["parent_id"] for _ in range(3)}
+        assert len(users) == 3
+        conn.rollback()

@@ -108,8 +108,8 @@ def test_init_then_six_phases_in_a_team_repository(supabase, database, tmp_path)
 
 
 def test_rehearse_on_the_teams_own_schema_loaded_from_its_migrations(tmp_path):
-    """`local reset --from-migrations` builds the team's schema (no rows yet, as a new environment
-    is), then the whole runbook runs on it with a spec of the team's own."""
+    """`local reset --from-migrations --rows 0` builds the team's schema without rows, as a new
+    environment is, then the whole runbook runs on it with a spec of the team's own."""
     import shutil
 
     import yaml
@@ -128,8 +128,9 @@ def test_rehearse_on_the_teams_own_schema_loaded_from_its_migrations(tmp_path):
     spec["foreign_keys"] = [fk for fk in spec["foreign_keys"] if fk["table"] == "impersonation_sessions_projection"]
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
     try:
-        loaded = invoke("local", "reset", "--from-migrations", cwd=root)
+        loaded = invoke("local", "reset", "--from-migrations", "--rows", "0", cwd=root)
         assert loaded.exit_code == 0, loaded.output
+        assert "no sample data (--rows 0): the schema only, as a new environment is" in loaded.stdout
         result = invoke("run", "--env", "local", "--confirm", cwd=root)
         assert result.exit_code == 0, result.output
     finally:

@@ -8,6 +8,7 @@ using it, so a candidate that a type or a domain refuses costs one round trip an
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import json
 import random
 import re
@@ -181,6 +182,67 @@ def _datetimes(name: str, hints: list[str]) -> list[str]:
     if name in ("time", "timetz"):
         return ["12:00:00", "13:00:00", "11:00:00"]
     return dates + [now.isoformat(), (now + dt.timedelta(days=1)).isoformat(), (now - dt.timedelta(days=1)).isoformat()]
+
+
+TOKEN = re.compile(r"(fkrunbook[_-])[0-9a-f]{12}")
+
+
+def fresh_like(value: str, t: TypeInfo, n: int) -> str | None:
+    """A value shaped like ``value`` (one a row was accepted with) but new, for the ``n``-th row
+    copied from that one: a new uuid, a new random part of a made-up token, a number, a time or a
+    trailing count moved on by ``n``. None when it cannot tell (that row is then made afresh)."""
+    root = t.root()
+    if root.name == "uuid":
+        return str(uuid.uuid4())
+    if root.subtype is not None:
+        return _shifted_range(value, root.subtype.root(), n)
+    if TOKEN.search(value):
+        return TOKEN.sub(lambda m: m.group(1) + uuid.uuid4().hex[:12], value)
+    if re.fullmatch(r"-?\d+", value):
+        return str(int(value) + n)
+    if re.fullmatch(r"-?\d+\.\d+", value):
+        return str(decimal.Decimal(value) + n)
+    if root.category == "D":
+        try:
+            if root.name == "date":
+                return str(dt.date.fromisoformat(value) + dt.timedelta(days=n))
+            return (dt.datetime.fromisoformat(value) + dt.timedelta(seconds=n)).isoformat()
+        except ValueError:
+            return None
+    if root.category == "S" or root.typtype == "b" and root.category == "U":
+        if re.fullmatch(r"[0-9a-f]{8,}", value):  # a random hex cut to the column's length
+            return (uuid.uuid4().hex * (len(value) // 32 + 1))[:len(value)]
+        found = re.search(r"\d+(?=\D*$)", value)
+        if found:
+            number = str(int(found.group()) + n).zfill(len(found.group()))  # C-00042: the width kept
+            return value[:found.start()] + number + value[found.end():]
+        return f"{value}{n}"
+    return None
+
+
+RANGE = re.compile(r'^([\[(])"?([^,"]+)"?,"?([^,"]+)"?([\])])$')
+
+
+def _shifted_range(value: str, subtype: TypeInfo, n: int) -> str | None:
+    """A bounded range moved ``n`` widths along (so the copies never overlap), or None."""
+    found = RANGE.match(value)
+    if not found:
+        return None
+    opening, low, high, closing = found.groups()
+    try:
+        if subtype.name == "date":
+            low, high = dt.date.fromisoformat(low), dt.date.fromisoformat(high)
+        elif subtype.category == "D":
+            low, high = dt.datetime.fromisoformat(low), dt.datetime.fromisoformat(high)
+        elif subtype.category == "N":
+            low, high = (int(low), int(high)) if subtype.name in ("int4", "int8") else (float(low), float(high))
+        else:
+            return None
+    except ValueError:
+        return None
+    step = (high - low) * n
+    shifted = [low + step, high + step]
+    return f'{opening}"{shifted[0]}","{shifted[1]}"{closing}'
 
 
 def mutate(value: str, rng: random.Random) -> str | None:

@@ -12,6 +12,7 @@ import click
 
 from .errors import FkrunbookError
 from .phase import PHASES, check_parameters, phase_parameters
+from .teamdata import TEAM_ROWS
 
 
 def _friendly(func):
@@ -144,25 +145,36 @@ def run(env, phases, spec, run_id, cell_timeout, quiet, project, **phase_values)
 
 
 @main.command()
-@click.option("--rows", type=int, default=2000, show_default=True, help="Sample size (impersonation sessions).")
+@click.option("--rows", type=int, default=None, help="Sample size (default 2000 impersonation sessions; with "
+                                                    f"--from-migrations/--from-dump, {TEAM_ROWS} rows in the spec's "
+                                                    "tables).")
+@click.option("--from-migrations", "from_migrations", is_flag=False, flag_value="", default=None, metavar="[DIR]",
+              help="Rehearse on the team's schema built from its migrations (default DIR: the Supabase folder's "
+                   "migrations/), with sample data for the spec, instead of fkrunbook's own sample.")
+@click.option("--from-dump", "from_dump", type=click.Path(dir_okay=False),
+              help="Rehearse on the team's schema built from a `supabase db dump` / `pg_dump --schema-only` file.")
+@spec_option
 @project_option
 @_friendly
-def demo(rows, project):
+def demo(rows, from_migrations, from_dump, spec, project):
     """Run the whole runbook on a fresh local database with planted orphans.
 
-    Resets the local (embedded) database, then runs all six phases with the clean-up confirmed
-    and the docs written into a copy of the project's docs under .fkrunbook/demo-docs; ends with
-    the three constraints validated.
+    Resets the local (embedded) database (fkrunbook's own sample, or with --from-migrations or
+    --from-dump the team's schema with sample data), then runs all six phases with the clean-up
+    confirmed and the docs written into a copy of the project's docs under .fkrunbook/demo-docs;
+    ends with the spec's foreign keys validated.
 
-    Example: fkrunbook demo
+    Example: fkrunbook demo --from-migrations
     """
     from .runbook import run_demo
 
     started = time.monotonic()
-    result = run_demo(_config(project), rows, on_event=_print_event)
+    config = _config(project)
+    result = run_demo(config, rows, on_event=_print_event, migrations_dir=_migrations_dir(config, from_migrations),
+                      dump=from_dump, spec=spec)
     _print_summary(result.run.run_dir)
     click.echo(f"Done in {time.monotonic() - started:.1f} s: orphans quarantined and deleted, covering indexes built, "
-               "three foreign keys added NOT VALID then validated, cascade proven and rolled back, docs written.")
+               "foreign keys added NOT VALID then validated, cascade proven and rolled back, docs written.")
     click.echo(f"Evidence: {_shown(result.run.run_dir)} (sealed manifest.json, the six executed notebooks and their "
                f"HTML reports); all runs: {_shown(result.run.run_dir.parent.parent / 'index.html')}; docs written "
                f"under {_shown(result.docs_root)}")
@@ -222,38 +234,61 @@ def local_start(project):
 
 
 @local.command("reset")
-@click.option("--rows", type=int, default=2000, show_default=True, help="Sample size; millions for benchmarks.")
+@click.option("--rows", type=int, default=None, help="Sample size: fkrunbook's own sample (default 2000; millions for "
+                                                    "benchmarks), or with --from-migrations/--from-dump the rows "
+                                                    f"written into the spec's tables (default {TEAM_ROWS}; 0: the "
+                                                    "schema only, as a new environment is).")
 @click.option("--from-migrations", "from_migrations", is_flag=False, flag_value="", default=None, metavar="[DIR]",
               help="Build the team's schema from its migrations instead (default DIR: the Supabase folder's "
-                   "migrations/ in fkrunbook.toml), on a Supabase compatibility layer. No sample data yet.")
+                   "migrations/ in fkrunbook.toml), on a Supabase compatibility layer, then sample data for the spec.")
 @click.option("--from-dump", "from_dump", type=click.Path(dir_okay=False),
               help="Build the team's schema from a `supabase db dump` / `pg_dump --schema-only` file instead.")
+@spec_option
 @project_option
 @_friendly
-def local_reset(rows, from_migrations, from_dump, project):
+def local_reset(rows, from_migrations, from_dump, spec, project):
     """Recreate the local database: fkrunbook's sample schema with fresh sample data and planted
-    orphans, or (--from-migrations, --from-dump) the team's own schema.
+    orphans, or (--from-migrations, --from-dump) the team's own schema, with sample data for the
+    spec's tables written through the schema's own triggers and orphans planted in each spec column.
 
-    Example: fkrunbook local reset --from-migrations
+    Example: fkrunbook local reset --from-migrations --rows 2000
     """
     if from_migrations is not None or from_dump:
-        from .rehearsal import reset_local_from
-
-        from .environment import get_environment
-
         config = _config(project)
-        env = get_environment("local", config.environments)
-        folder = (Path(from_migrations) if from_migrations else config.migrations) if from_migrations is not None \
-            else None
-        for line in reset_local_from(env, migrations_dir=folder, dump=from_dump).lines:
+        for line in _reset_team_schema(config, from_migrations, from_dump, rows, spec).lines:
             click.echo(line)
         return
+    if spec:
+        raise FkrunbookError("--spec applies with --from-migrations or --from-dump (fkrunbook's own sample has its "
+                             "own spec); leave it out, or add one of them")
     from .sample import reset_local
 
     env = _local_env(project)
-    data = reset_local(env, rows)
+    data = reset_local(env, 2000 if rows is None else rows)
     click.echo(f"local database {env.database!r} recreated: {data.sessions} sessions, {data.grants} grants, "
                f"{data.events} events; orphans planted: {sum(data.orphans.values())}")
+
+
+def _reset_team_schema(config, from_migrations, from_dump, rows, spec):
+    """`local reset --from-migrations/--from-dump`: every input checked before the server starts."""
+    from .environment import get_environment
+    from .rehearsal import reset_local_from
+    from .spec import load_spec
+    from .teamdata import check_team_rows
+
+    rows = TEAM_ROWS if rows is None else rows
+    check_team_rows(rows)
+    loaded = load_spec(config.resolve_spec(spec)) if rows else None
+    env = get_environment("local", config.environments)
+    return reset_local_from(env, migrations_dir=_migrations_dir(config, from_migrations), dump=from_dump, rows=rows,
+                            spec=loaded)
+
+
+def _migrations_dir(config, from_migrations):
+    """--from-migrations [DIR]: DIR, or the Supabase folder's migrations/ when it is given bare."""
+    if from_migrations is None:
+        return None
+    return Path(from_migrations) if from_migrations else config.migrations
 
 
 @local.command("stop")
@@ -526,6 +561,10 @@ def archive_verify(target, audit_dir, project):
 def _print_event(kind: str, info: dict) -> None:
     if kind == "local_starting":
         click.echo(f"Starting the local PostgreSQL (data in {_shown(info['data_dir'])}) and loading sample data...")
+        return
+    if kind == "team_loaded":
+        for line in info["load"].lines:
+            click.echo(f"  {line}")
         return
     if kind == "sample_loaded":
         server, data = info["server"], info["sample"]

@@ -194,6 +194,10 @@ class RowMakerError(FkrunbookError):
         super().__init__(message)
 
 
+class SampleDataError(FkrunbookError):
+    """Sample data cannot be made as asked (a negative --rows): refused before anything starts."""
+
+
 class EvidenceUnwritableError(FkrunbookError):
     """The evidence (run folder, quarantine copy) cannot be written: the change is not attempted."""
 

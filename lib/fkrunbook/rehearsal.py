@@ -11,8 +11,9 @@ after each file. A dump (:func:`load_dump`) loads in one transaction, psql's bac
 skipped. A statement that fails stops the load: the error names the file, the line where the
 statement starts and PostgreSQL's message, and the file's open transaction is rolled back.
 
-:func:`reset_local_from` builds the local environment's database that way under a temporary name
-and swaps it in only when the load succeeded (a failed load leaves the previous one as it was).
+:func:`reset_local_from` builds the local environment's database that way under a temporary name,
+writes sample data for the spec into it (:mod:`fkrunbook.teamdata`), and swaps it in only when both
+succeeded (a failed load or seed leaves the previous one as it was).
 """
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ import psycopg
 
 from . import history
 from .compat import CompatLayer, apply_compat, connection, read_compat, statement_body
-from .errors import SchemaLoadError
+from .errors import FkrunbookError, SampleDataError, SchemaLoadError, SpecMismatchError
+from .spec import Spec
 from .sqltext import depth_split, lex
+from .teamdata import TeamSample, check_team_rows, seed_team_data
 
 CONCURRENT = re.compile(r"(?:CREATE\s+(?:UNIQUE\s+)?INDEX|DROP\s+INDEX|REINDEX\s+(?:\([^)]*\)\s*)?[A-Za-z]+)"
                         r"\s+CONCURRENTLY\b", re.I)
@@ -72,6 +75,7 @@ class LoadResult:
     database: str = ""
     server_version: str = ""
     compat: tuple[str, ...] = ()  # what the compatibility layer created first
+    sample: TeamSample | None = None  # the sample data written after the load (reset_local_from's rows)
 
     @property
     def lines(self) -> list[str]:
@@ -82,7 +86,8 @@ class LoadResult:
         created = [f"Supabase compatibility layer created {', '.join(f'{n} {k}{plural(n)}' for k, n in kinds.items())}"]
         return [f"loaded {len(self.files)} file{plural(len(self.files))} from {self.source} into {self.database!r} "
                 f"(PostgreSQL {self.server_version}) in {self.seconds:.1f} s: {objects}",
-                *(created if self.compat else []), *self.stand_ins, *self.skipped]
+                *(created if self.compat else []), *self.stand_ins, *self.skipped,
+                *(self.sample.lines if self.sample is not None else [])]
 
 
 def plural(n: int) -> str:
@@ -156,16 +161,22 @@ def load_dump(conn_or_url, file: str | Path, compat: CompatLayer | None = None) 
         return _result(conn, compat, str(file), [file.name], before, started, [])
 
 
-def reset_local_from(env, migrations_dir: str | Path | None = None, dump: str | Path | None = None) -> LoadResult:
+def reset_local_from(env, migrations_dir: str | Path | None = None, dump: str | Path | None = None, *,
+                     rows: int = 0, spec: Spec | None = None, planted: int = 3) -> LoadResult:
     """The local (embedded) environment's database recreated from the team's migrations folder or
-    dump, on the compatibility layer (its server started if it is not running). Built as
-    ``<database>__loading`` and renamed when complete; on failure that copy is dropped and the
-    previous database is left as it was. ``seconds`` counts it all, the server's start included."""
+    dump, on the compatibility layer (its server started if it is not running), then, with
+    ``rows``, filled with sample data for ``spec`` (:func:`fkrunbook.teamdata.seed_team_data`,
+    after :func:`fkrunbook.catalog.check_spec`). Built as ``<database>__loading`` and renamed when
+    the load and the sample data are complete; on failure that copy is dropped and the previous
+    database is left as it was. ``seconds`` counts it all, the server's start included."""
     from .server import ensure_server, rebuild_database
 
     if (migrations_dir is None) == (dump is None):
         raise SchemaLoadError("give either a migrations folder (--from-migrations) or a dump file (--from-dump), "
                               "not both or neither")
+    check_team_rows(rows, planted)
+    if rows and spec is None:
+        raise SampleDataError("sample data needs the spec that names its tables; pass one (--spec)")
     if env.kind != "embedded":
         raise SchemaLoadError(f"environment {env.name!r} is not the embedded kind: only the local database is "
                               "rebuilt from a team's files; use --env local")
@@ -177,14 +188,34 @@ def reset_local_from(env, migrations_dir: str | Path | None = None, dump: str | 
     def build(url: str) -> tuple[CompatLayer, LoadResult]:
         with psycopg.connect(url, autocommit=True) as conn:
             layer = apply_compat(conn)
-            return layer, load_dump(conn, source, layer) if dump is not None else load_migrations(conn, source, layer)
+            result = load_dump(conn, source, layer) if dump is not None else load_migrations(conn, source, layer)
+            return layer, replace(result, sample=_seed(env, url, conn, spec, rows, planted) if rows else TeamSample())
 
     try:
         layer, result = rebuild_database(ensure_server(env.data_dir, env.bin_dir), env.database, build)
     except SchemaLoadError as err:
         raise SchemaLoadError(f"{err}; local database {env.database!r} left as it was", file=err.file,
                               line=err.line, sqlstate=err.sqlstate) from None
+    except FkrunbookError as err:  # the spec does not fit the schema, or a table cannot be filled
+        hint = " (--rows 0 loads the schema without sample data)" if isinstance(err, SpecMismatchError) else ""
+        err.args = (f"{err}; local database {env.database!r} left as it was{hint}",)
+        raise
     return replace(result, database=env.database, compat=tuple(layer.created), seconds=time.monotonic() - started)
+
+
+def _seed(env, url: str, conn: psycopg.Connection, spec: Spec, rows: int, planted: int) -> TeamSample:
+    """The spec checked against the schema just loaded (as a run checks it), then the sample data."""
+    from .catalog import check_spec
+    from .database import Database
+
+    with Database(env, url).read_only() as checking:
+        check_spec(checking, spec, env.name)
+    try:
+        return seed_team_data(conn, spec, rows, planted)
+    except psycopg.Error as err:  # not a refused row (the row maker tries others): a broken environment
+        message = (err.diag.message_primary or str(err) or type(err).__name__).splitlines()[0]
+        raise SampleDataError(f"could not write sample data: {message} (SQLSTATE {err.sqlstate}); "
+                              "`fkrunbook local stop` and try again") from None
 
 
 def migration_files(directory: str | Path) -> list[history.MigrationFile]:

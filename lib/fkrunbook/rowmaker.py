@@ -10,8 +10,13 @@ check, an insert that wrote no row) moves on to the next candidates for the colu
 points at. Deferred constraints are checked after each insert as a commit would check them. When
 a new referenced row's triggers wrote the very row wanted (a sign-up trigger that inserts the
 user's profile), that row is taken and given the caller's values. Errors that mean the environment
-is broken (a lost connection, a missing privilege, a timeout) are raised as they are. Use it only
-in a transaction that is rolled back.
+is broken (a lost connection, a missing privilege, a timeout) are raised as they are.
+
+Two uses. By default (the cascade test) every row is made inside the caller's transaction, which
+the caller rolls back; an autocommit connection is refused. With ``commit=True`` (sample data,
+:mod:`fkrunbook.teamdata`) the rows are kept: on an autocommit connection each :meth:`RowMaker.insert`
+is one transaction of its own (the row and the rows it needed commit together, or none of them
+does); inside the caller's transaction they are kept when the caller commits.
 """
 from __future__ import annotations
 
@@ -80,9 +85,11 @@ class TableInfo:
 
 
 class RowMaker:
-    def __init__(self, conn: psycopg.Connection):
+    def __init__(self, conn: psycopg.Connection, *, commit: bool = False):
         self.conn = conn
+        self.commit = commit
         self.rng = random.Random()
+        self.last_sent: dict | None = None  # what the last insert wrote: column -> text, None or DEFAULT
         self._tables: dict[tuple[str, str], TableInfo] = {}
         self._types: dict[int, TypeInfo] = {}
         self._made: dict[tuple[str, str], list[dict]] = {}   # rows this maker inserted or claimed, as text
@@ -201,24 +208,30 @@ class RowMaker:
         return values_for(col.type, hints, self.rng, col.typmod)
 
     # -- insert ----------------------------------------------------------------------------------
-    def insert(self, schema: str, table: str, values: dict[str, object] | None = None, depth: int = 0) -> dict:
-        """Insert one row into schema.table that satisfies its constraints; ``values`` are fixed.
-        Returns the inserted row (column name to value)."""
-        if self.conn.autocommit:
+    def insert(self, schema: str, table: str, values: dict[str, object] | None = None, depth: int = 0,
+               avoid: dict[str, set[str]] | None = None) -> dict:
+        """Insert one row into schema.table that satisfies its constraints; ``values`` are fixed,
+        ``avoid`` names values a column must not take (as text). Returns the inserted row (column
+        name to value); :attr:`last_sent` is what was written."""
+        idle = self.conn.info.transaction_status == TransactionStatus.IDLE
+        if self.conn.autocommit and not self.commit:
             raise RowMakerError("the row maker writes only inside a transaction that is rolled back; "
-                                "use a connection without autocommit")
-        if self.conn.info.transaction_status == TransactionStatus.IDLE:
+                                "use a connection without autocommit (or RowMaker(conn, commit=True) to keep rows)")
+        if self.conn.autocommit and idle:
+            with self.conn.transaction():  # one transaction: the row and the rows it needed, or nothing
+                return self.insert(schema, table, values, depth, avoid)
+        if idle:
             self.conn.execute("SELECT 1")  # open the caller's transaction: each attempt is then a savepoint in it
         if depth > MAX_DEPTH:
             raise RowMakerError(f"foreign keys nest deeper than {MAX_DEPTH} tables from {schema}.{table}; "
                                 "add rows to the referenced tables in this environment", table=f"{schema}.{table}")
         info = self.table(schema, table)
         fixed = {k: (None if v is None else str(v)) for k, v in (values or {}).items()}
-        unknown = set(fixed) - set(info.columns)
+        unknown = (set(fixed) | set(avoid or {})) - set(info.columns)
         if unknown:
             raise RowMakerError(f"{info.label} has no column {sorted(unknown)[0]}; check the spec's column names",
                                 table=info.label, column=sorted(unknown)[0])
-        row = _Attempts(self, info, fixed, depth).run()
+        row, self.last_sent = _Attempts(self, info, fixed, depth, avoid or {}).run()
         self._made.setdefault((schema, table), []).append(_as_text(row))
         if depth == 0 and info.primary_key:
             self._given.add((schema, table, tuple(_as_text(row)[c] for c in info.primary_key)))
@@ -236,6 +249,11 @@ class RowMaker:
             with self.conn.transaction():
                 self.conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
                 raise psycopg.Rollback()
+
+    def remember(self, schema: str, table: str, rows: list[dict]) -> None:
+        """Count ``rows`` (inserted in this transaction by the caller, as text) as made by this maker:
+        a row their triggers wrote (a sign-up trigger's profile) may then be taken, as for its own."""
+        self._made.setdefault((schema, table), []).extend(_as_text(r) for r in rows)
 
     def made(self, schema: str, table: str, values: dict[str, str | None]) -> bool:
         """Whether this maker inserted (or claimed) a row of schema.table with these column values:
@@ -272,8 +290,8 @@ class RowMaker:
 class _Attempts:
     """One row being made: a pool of candidates per column and an odometer over them."""
 
-    def __init__(self, maker: RowMaker, info: TableInfo, fixed: dict, depth: int):
-        self.maker, self.info, self.fixed, self.depth = maker, info, fixed, depth
+    def __init__(self, maker: RowMaker, info: TableInfo, fixed: dict, depth: int, avoid: dict[str, set[str]]):
+        self.maker, self.info, self.fixed, self.depth, self.avoid = maker, info, fixed, depth, avoid
         self.template = maker.template(info)
         self.fk_of = {}
         for name, (cols, *_rest) in info.foreign_keys.items():
@@ -314,9 +332,13 @@ class _Attempts:
             pool.append(PARENT)
         else:
             pool += self.maker.values(self.info, col)
-        return [p for p in dict.fromkeys(pool) if p is not None or not col.not_null]
+        avoided = set(self.avoid.get(col.name, ()))
+        if avoided:
+            avoided.add(DEFAULT)  # a default might give an avoided value: only values seen here
+        return [p for p in dict.fromkeys(pool) if (p is not None or not col.not_null) and p not in avoided]
 
-    def run(self) -> dict:
+    def run(self) -> tuple[dict, dict]:
+        """The inserted row, and what was written for it (column -> text, None or DEFAULT)."""
         last = None
         for _ in range(MAX_ATTEMPTS):
             row = self._row()
@@ -326,7 +348,7 @@ class _Attempts:
                     if made is None:
                         raise _NoRow()
                     self.maker.check_deferred()
-                return made
+                return made, row
             except _NoRow:
                 last = ("no row", None, [])
                 self._advance([])
@@ -347,13 +369,14 @@ class _Attempts:
                     continue
                 if isinstance(err, errors.UniqueViolation):
                     claimed = self._claim(err, row)
-                    if claimed is not None:
-                        return claimed
+                    if claimed is not None:  # written by a trigger, then given the caller's values
+                        return claimed, {**_as_text(claimed), **self.fixed}
                 if isinstance(err, (errors.UniqueViolation, errors.ExclusionViolation)):
                     for c in cols:
                         if c in self.pools and c not in self.fk_of:
                             self.pools[c] = self._pool(self.info.columns[c])  # fresh uuids and random parts
-                    self._refresh_parents(cols)
+                    if self._refresh_parents(cols):
+                        continue  # a new referenced row makes the group new: nothing else to turn
                 self._advance(cols)
         user = self.maker.conn.execute("SELECT current_user::text").fetchone()[0]
         raise _refusal(self.info, last, user)
@@ -416,8 +439,9 @@ class _Attempts:
         self.new_parent.discard(fk)
         return self.parents[fk]
 
-    def _refresh_parents(self, cols: list[str]) -> None:
-        """A unique group made only of foreign-key columns: a new referenced row makes it new."""
+    def _refresh_parents(self, cols: list[str]) -> bool:
+        """A unique group whose only columns we choose are foreign-key columns (the others fixed by
+        the caller): a new referenced row makes it new. Whether it did that."""
         fks = {self.fk_of[c] for c in cols if c in self.fk_of}
         if fks and all(c in self.fk_of for c in cols if c in self.pools):
             fk = sorted(fks)[0]
@@ -426,6 +450,8 @@ class _Attempts:
             for c in self.info.foreign_keys[fk][0]:
                 if c in self.pools:
                     self.choice[c] = self.pools[c].index(PARENT)
+            return True
+        return False
 
     def _insert(self, row: dict) -> dict | None:
         target = sql.Identifier(self.info.schema, self.info.name)

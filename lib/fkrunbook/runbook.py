@@ -11,6 +11,7 @@ import datetime as dt
 import getpass
 import json
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -128,29 +129,70 @@ class DemoResult:
     docs_root: Path
 
 
-def run_demo(config: Config, rows: int = 2000, on_event: Callable[[str, dict], None] | None = None) -> DemoResult:
+def run_demo(config: Config, rows: int | None = None, on_event: Callable[[str, dict], None] | None = None, *,
+             migrations_dir: str | Path | None = None, dump: str | Path | None = None,
+             spec: str | Path | None = None) -> DemoResult:
     """The whole runbook on a fresh local database with planted orphans: reset the local (embedded)
     database, then run all six phases with the clean-up confirmed and the docs written into a copy
     of the project's docs layout under the local data folder (the project's own docs stay as they
-    are). ``on_event("sample_loaded", ...)`` reports the server and the sample before the run."""
+    are). ``on_event("sample_loaded", ...)`` reports the server and the sample before the run.
+
+    With ``migrations_dir`` or ``dump``, the local database is the team's schema instead, built by
+    :func:`fkrunbook.rehearsal.reset_local_from` with ``rows`` of sample data for ``spec`` (the
+    project's spec by default); ``on_event("team_loaded", {"load": ...})`` reports it, and the
+    team's own docs for the spec's tables, index and procedures are what the copy starts from."""
     import shutil
 
     from .sample import check_rows, ensure_local_database, seed_demo_docs
     from .server import ensure_server
 
     notify = on_event or (lambda kind, info: None)
-    check_rows(rows)
+    team = migrations_dir is not None or dump is not None
+    if team:
+        from .rehearsal import reset_local_from
+        from .teamdata import TEAM_ROWS, check_team_rows
+
+        rows = TEAM_ROWS if rows is None else rows
+        check_team_rows(rows)
+        loaded = load_spec(config.resolve_spec(spec))
+    else:
+        rows = 2000 if rows is None else rows
+        check_rows(rows)
     env = get_environment("local", config.environments)
     notify("local_starting", {"data_dir": env.data_dir})
-    server = ensure_server(env.data_dir, env.bin_dir)
-    data = ensure_local_database(server, env.database, rows=rows, reset=True)
-    notify("sample_loaded", {"server": server, "database": env.database, "sample": data})
+    if team:
+        load = reset_local_from(env, migrations_dir, dump, rows=rows, spec=loaded)
+        notify("team_loaded", {"load": load})
+    else:
+        server = ensure_server(env.data_dir, env.bin_dir)
+        data = ensure_local_database(server, env.database, rows=rows, reset=True)
+        notify("sample_loaded", {"server": server, "database": env.database, "sample": data})
     docs_root = env.data_dir.parent / "demo-docs"  # stands in for the team's repository
     shutil.rmtree(docs_root, ignore_errors=True)
     demo_config = config.with_docs_under(docs_root)
-    seed_demo_docs(demo_config)
-    result = run_phases(demo_config, "local", None, parameters={"confirm": True, "write": True}, on_event=on_event)
+    if team:
+        copy_docs(config, demo_config, [loaded.parent.table, *loaded.child_tables])
+    else:
+        seed_demo_docs(demo_config)
+    result = run_phases(demo_config, "local", None, spec=spec, parameters={"confirm": True, "write": True},
+                        on_event=on_event)
     return DemoResult(result, docs_root)
+
+
+def copy_docs(config: Config, into: Config, tables: list[str]) -> list[Path]:
+    """The project's own docs that the docs phase reads (the tables' docs, the keyword index, the
+    clean-up procedures) copied to the same places in ``into``'s docs layout."""
+    import shutil
+
+    docs = config.docs
+    found = [docs.table_doc(t) for t in tables] + ([docs.index] if docs.index else []) + docs.procedure_files()
+    copied = []
+    for path in dict.fromkeys(p for p in found if p.is_file()):
+        target = into.docs.root / os.path.relpath(path, docs.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+        copied.append(target)
+    return copied
 
 
 def _execute_phase(config: Config, run_dir: Path, name: str, parameters: dict, cell_timeout: int | None,
