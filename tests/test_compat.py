@@ -298,6 +298,9 @@ def test_http_and_vector_load_real_or_stood_in(fresh, tmp_path):
                             "WHERE id = 1 AND attrelid = 'documents'::regclass AND attname = 'embedding'"
                             ).fetchone() == (5.0, 0, 3, "vector(3)")
         assert conn.execute("SELECT ARRAY[1, 2]::real[]::vector::real[]").fetchone() == ([1.0, 2.0],)
+        conn.execute("INSERT INTO documents VALUES (3, 'c', ARRAY[0.5, 0, 0]::numeric[]), (4, 'd', ARRAY[0, 0, 1])")
+        assert conn.execute("SELECT nearest('[0,0,3]'), vector_dims(embedding) FROM documents WHERE id = 3"
+                            ).fetchone() == (4, 3)  # numeric[] and integer[] assigned as pgvector allows
         response = conn.execute("SELECT (extensions.http_get('http://x.invalid')).status, "
                                 "(extensions.http(('DELETE', 'http://x.invalid', ARRAY[extensions.http_header('a', "
                                 "'b')], NULL, NULL)::extensions.http_request)).content").fetchone()

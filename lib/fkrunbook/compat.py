@@ -181,7 +181,8 @@ STAND_INS = {s.extension: s for s in (
     # type modifier, so vector(1536) keeps its dimensions in the catalog), the distance operators
     # computed in SQL, casts from and to arrays. Its index methods have no stand-in.
     StandIn("vector", "type vector kept as text (values and dimensions not checked), operators <->, <=>, <#>, "
-            "l2_distance(), cosine_distance(), inner_product(), vector_dims(), casts from and to real[]; "
+            "l2_distance(), cosine_distance(), inner_product(), vector_dims(), casts from integer[], real[], "
+            "double precision[] and numeric[] and to real[]; "
             "indexes USING hnsw or ivfflat are not built", (
         "DO $$ BEGIN IF to_regtype('@extschema@vector') IS NULL THEN "
         "CREATE TYPE @extschema@vector; "
@@ -204,8 +205,12 @@ STAND_INS = {s.extension: s for s in (
         "STRICT AS 'SELECT @extschema@array_to_vector($1::float8[])'; "
         "CREATE FUNCTION @extschema@vector_to_float4(@extschema@vector) RETURNS real[] LANGUAGE sql IMMUTABLE "
         "STRICT AS 'SELECT @extschema@vector_to_float8($1)::real[]'; "
-        "CREATE CAST (float8[] AS @extschema@vector) WITH FUNCTION @extschema@array_to_vector(float8[]) AS ASSIGNMENT; "
-        "CREATE CAST (real[] AS @extschema@vector) WITH FUNCTION @extschema@array_to_vector(real[]) AS ASSIGNMENT; "
+        "CREATE FUNCTION @extschema@array_to_vector(integer[]) RETURNS @extschema@vector LANGUAGE sql IMMUTABLE "
+        "STRICT AS 'SELECT @extschema@array_to_vector($1::float8[])'; "
+        "CREATE FUNCTION @extschema@array_to_vector(numeric[]) RETURNS @extschema@vector LANGUAGE sql IMMUTABLE "
+        "STRICT AS 'SELECT @extschema@array_to_vector($1::float8[])'; "
+        + "".join(f"CREATE CAST ({t}[] AS @extschema@vector) WITH FUNCTION @extschema@array_to_vector({t}[]) "
+                  "AS ASSIGNMENT; " for t in ("float8", "real", "integer", "numeric")) +
         "CREATE CAST (@extschema@vector AS real[]) WITH FUNCTION @extschema@vector_to_float4(@extschema@vector); "
         "CREATE FUNCTION @extschema@vector_dims(@extschema@vector) RETURNS integer LANGUAGE sql IMMUTABLE STRICT "
         "AS 'SELECT cardinality(@extschema@vector_to_float8($1))'; "
