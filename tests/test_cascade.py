@@ -5,6 +5,7 @@ import psycopg
 import pytest
 
 from fkrunbook.cascade import validate_cascade
+from fkrunbook.compat import apply_compat
 from fkrunbook.database import Database
 from fkrunbook.environment import Environment
 from fkrunbook.errors import CascadeValidationError
@@ -232,3 +233,23 @@ def test_cascade_through_a_parent_in_another_schema(database):
     assert list(result.counts["table"]) == ["basejump.accounts", "projects"]
     assert list(result.counts["before"]) == [2, 3]
     assert schema_state(database.url) == before
+
+
+def test_cascade_acts_as_a_signed_in_user_where_the_schema_fills_columns_from_auth_uid(database, spec, tmp_path):
+    """Supabase schemas fill NOT NULL columns from auth.uid() in defaults and triggers (basejump's
+    invitations.invited_by_user_id): the test rows are made as a user, who is rolled back too."""
+    with psycopg.connect(database.url) as conn:
+        apply_compat(conn)
+    database.sql("DELETE FROM impersonation_sessions_projection")
+    database.sql("""
+        ALTER TABLE impersonation_sessions_projection ADD COLUMN opened_by uuid NOT NULL REFERENCES auth.users;
+        CREATE FUNCTION stamp_opener() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN NEW.opened_by := auth.uid(); RETURN NEW; END $$;
+        CREATE TRIGGER stamp_opener BEFORE INSERT ON impersonation_sessions_projection
+            FOR EACH ROW EXECUTE FUNCTION stamp_opener();""")
+    db = _apply(database, spec, tmp_path)
+    before = schema_state(database.url)
+    result = validate_cascade(db, spec)
+    assert result.passed and result.counts_match
+    assert schema_state(database.url) == before
+    assert database.sql("SELECT count(*) FROM auth.users") == [(0,)]

@@ -7,6 +7,7 @@ an ltree path on the organization projection, a BEFORE INSERT router on domain_e
 projections, RLS with auth.uid()/auth.jwt(), grants to the API roles, Supabase's extensions, a
 CREATE INDEX CONCURRENTLY file and a realtime publication.
 """
+import hmac
 import json
 import shutil
 import subprocess
@@ -76,8 +77,8 @@ def _stand_ins(lines) -> set[str]:
 # -- the compatibility layer ------------------------------------------------------------------
 def test_compat_creates_supabase_objects_once(fresh):
     layer = _compat(fresh)
-    assert {"schema auth", "table auth.users", "function auth.uid()", "publication supabase_realtime"} <= set(
-        layer.created)
+    assert {"schema auth", "table auth.users", "function auth.uid()", "publication supabase_realtime",
+            "table supabase_functions.hooks"} <= set(layer.created)
     roles = {r[0] for r in _rows(fresh, "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(ROLES),))}
     assert roles == set(ROLES)
     schemas = {r[0] for r in _rows(fresh, "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (list(SCHEMAS),))}
@@ -114,6 +115,12 @@ def test_compat_stand_ins_follow_what_the_server_has(fresh):
             True, 20, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         assert conn.execute("SELECT extensions.uuid_generate_v3(extensions.uuid_ns_dns(), 'www.example.com')"
                             ).fetchone()[0] == uuid.uuid3(uuid.NAMESPACE_DNS, "www.example.com")
+        long_key = "k" * 100  # longer than sha256's 64-byte block: hashed first
+        for key, algorithm in (("key", "sha256"), (long_key, "sha256"), (long_key, "sha512"), ("key", "md5")):
+            assert conn.execute("SELECT encode(extensions.hmac('payload', %s, %s), 'hex'), "
+                                "encode(extensions.hmac('payload'::bytea, convert_to(%s, 'UTF8'), %s), 'hex')",
+                                (key, algorithm, key, algorithm)).fetchone() == (
+                hmac.new(key.encode(), b"payload", algorithm).hexdigest(),) * 2
         real = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
     lacking = {e for e in ("uuid-ossp", "pgcrypto") if e not in layer.available}
     assert set(layer.installed) == {"pg_graphql", "supabase_vault"} | lacking
@@ -130,6 +137,17 @@ def test_compat_rewrites_statements_for_what_the_server_lacks():
     assert layer.rewrite("COMMENT ON EXTENSION \"pg_graphql\" IS 'pg_graphql: GraphQL support'") == []
     assert layer.rewrite("DROP EXTENSION IF EXISTS plpgsql_check") == []
     assert layer.rewrite("create extension postgis") == ["create extension postgis"]  # no stand-in: fails as it would
+    named = layer.rewrite("create extension http with schema extensions")
+    assert named[0] == 'CREATE SCHEMA IF NOT EXISTS "extensions"' and '"extensions".http_header' in " ".join(named)
+    assert "@extschema@" not in " ".join(named)
+    unnamed = " ".join(layer.rewrite("create extension http"))  # where PostgreSQL would put it: unqualified
+    assert "CREATE OR REPLACE FUNCTION http_header(" in unnamed
+    hnsw = 'CREATE INDEX "docs_e" ON "public"."docs" USING "hnsw" ("e" "extensions"."vector_cosine_ops")'
+    assert layer.rewrite(hnsw) == []
+    assert layer.rewrite("create unique index concurrently d on docs\n using ivfflat (e) with (lists = 1)") == []
+    assert layer.rewrite("create index g on docs using gin (tags)") == ["create index g on docs using gin (tags)"]
+    with_vector = CompatLayer("18.1", available=frozenset({"vector"}), settings=frozenset())
+    assert with_vector.rewrite(hnsw) == [hnsw]
     assert layer.rewrite("SET transaction_timeout = 0") == []
     assert layer.rewrite("SET statement_timeout = 0") == ["SET statement_timeout = 0"]
     assert layer.rewrite("SET app.tenant = 'x'") == ["SET app.tenant = 'x'"]
@@ -141,6 +159,11 @@ def test_compat_rewrites_statements_for_what_the_server_lacks():
         "cron.unschedule() removes them",
         "stand-in for extension plpgsql_check: not available on this server; statements creating it skipped "
         "(1 in the files loaded)",
+        "stand-in for extension http: not available on this server; statements creating it skipped "
+        "(2 in the files loaded); http(), http_get/post/put/patch/delete/head() send nothing and answer status 200 "
+        "with no content; its types http_request, http_response and http_header",
+        "index method hnsw: from extension vector, which has a stand-in here; 1 CREATE INDEX statement skipped",
+        "index method ivfflat: from extension vector, which has a stand-in here; 1 CREATE INDEX statement skipped",
         "setting transaction_timeout: not a parameter of PostgreSQL 15.18; 1 SET statement skipped",
     ]
 
@@ -229,6 +252,69 @@ def test_broken_file_stops_the_load_with_its_name_line_and_error(fresh, tmp_path
     assert _rows(fresh, "SELECT to_regclass('public.org_units'), to_regclass('public.never_reached')") == [(None, None)]
     assert [r[0] for r in _rows(fresh, "SELECT version FROM supabase_migrations.schema_migrations ORDER BY 1")] == [
         m.version for m in list_local(MIGRATIONS)]
+
+
+AI_APP = {  # an app with embeddings and a webhook through pgsql-http, as Supabase AI projects write them
+    "20240101000000_setup.sql": "create extension if not exists http with schema extensions;\n"
+                                "create extension if not exists vector with schema extensions;\n",
+    "20240102000000_documents.sql": (
+        "create table documents (id bigint primary key, body text, embedding vector(3));\n"
+        "create index documents_embedding on documents using hnsw (embedding vector_cosine_ops);\n"
+        "create function notify_search() returns trigger language plpgsql as $$\n"
+        "begin\n"
+        "  perform extensions.http_post('http://search.invalid/index', new.body, 'text/plain');\n"
+        "  return new;\n"
+        "end $$;\n"
+        "create trigger documents_notify after insert on documents for each row execute function notify_search();\n"
+        "create function nearest(query vector(3)) returns setof bigint language sql stable as $$\n"
+        "  select id from documents order by embedding <=> query limit 1 $$;\n"),
+    "20240103000000_l2_index.sql": "create index concurrently documents_l2 on documents using ivfflat "
+                                   "(embedding vector_l2_ops) with (lists = 1);\n",
+}
+
+
+def test_http_and_vector_load_real_or_stood_in(fresh, tmp_path):
+    """pgsql-http has a stand-in on every major here; pgvector is real on 18 and stood in on 15 and
+    17, where its indexes are skipped with one line each. The schema works the same either way."""
+    for name, text in AI_APP.items():
+        (tmp_path / name).write_text(text)
+    layer = _compat(fresh)
+    result = load_migrations(fresh, tmp_path, layer)
+    assert result.counts == {"tables": 1, "views": 0, "functions": 2, "policies": 0, "triggers": 1, "foreign_keys": 0}
+    real_vector = "vector" in layer.available
+    assert _stand_ins(result.lines) == {"http"} | ({"pg_graphql", "supabase_vault"}) | (
+        set() if real_vector else {"vector"}) | {e for e in ("uuid-ossp", "pgcrypto") if e not in layer.available}
+    skipped = [line for line in result.lines if line.startswith("index method ")]
+    assert skipped == ([] if real_vector else [
+        "index method hnsw: from extension vector, which has a stand-in here; 1 CREATE INDEX statement skipped",
+        "index method ivfflat: from extension vector, which has a stand-in here; 1 CREATE INDEX statement skipped"])
+    indexes = {r[0] for r in _rows(fresh, "SELECT indexname FROM pg_indexes WHERE tablename = 'documents'")}
+    assert indexes == {"documents_pkey"} | ({"documents_embedding", "documents_l2"} if real_vector else set())
+    with psycopg.connect(fresh, autocommit=True) as conn:
+        conn.execute("INSERT INTO documents VALUES (1, 'a', '[1,0,0]'), (2, 'b', '[0,1,0]')")  # the trigger posts
+        assert conn.execute("SELECT nearest('[0,2,0]')").fetchall() == [(2,)]
+        assert conn.execute("SELECT '[0,0]'::vector <-> '[3,4]', round(('[1,1]'::vector <=> '[1,1]')::numeric, 6), "
+                            "vector_dims(embedding), format_type(atttypid, atttypmod) FROM documents, pg_attribute "
+                            "WHERE id = 1 AND attrelid = 'documents'::regclass AND attname = 'embedding'"
+                            ).fetchone() == (5.0, 0, 3, "vector(3)")
+        assert conn.execute("SELECT ARRAY[1, 2]::real[]::vector::real[]").fetchone() == ([1.0, 2.0],)
+        conn.execute("INSERT INTO documents VALUES (3, 'c', ARRAY[0.5, 0, 0]::numeric[]), (4, 'd', ARRAY[0, 0, 1])")
+        assert conn.execute("SELECT nearest('[0,0,3]'), vector_dims(embedding) FROM documents WHERE id = 3"
+                            ).fetchone() == (4, 3)  # numeric[] and integer[] assigned as pgvector allows
+        response = conn.execute("SELECT (extensions.http_get('http://x.invalid')).status, "
+                                "(extensions.http(('DELETE', 'http://x.invalid', ARRAY[extensions.http_header('a', "
+                                "'b')], NULL, NULL)::extensions.http_request)).content").fetchone()
+        assert response == (200, "")
+
+
+def test_extension_without_a_stand_in_names_what_to_do(fresh18, tmp_path):
+    (tmp_path / "20240101000000_geo.sql").write_text("-- maps\ncreate extension if not exists postgis;\n")
+    with pytest.raises(SchemaLoadError) as caught:
+        load_migrations(fresh18, tmp_path, _compat(fresh18))
+    assert str(caught.value).startswith(
+        '20240101000000_geo.sql line 2: extension "postgis" is not available (SQLSTATE 0A000); fkrunbook has no '
+        "stand-in for extension 'postgis': install it on this PostgreSQL 18.")
+    assert "point the local environment's bin_dir at a PostgreSQL that has it" in str(caught.value)
 
 
 def test_statements_before_a_concurrent_index_are_committed_as_the_cli_does(fresh18, tmp_path):

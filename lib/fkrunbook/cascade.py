@@ -10,13 +10,16 @@ longer names the test organization. Deferred keys are checked right after the de
 commit of a real delete would check them: a reference left behind to the test organization fails
 the test even though the transaction is rolled back.
 
-Every other organization column of a child row names the second organization. Where row-level
-security filters a child table for the runbook's role, a row that looks gone may only be hidden:
-the transaction's own deletion count for that table must account for it. A database error (a
-timeout, a lost connection, a refused delete) stops the test with one line; nothing is kept.
+On a Supabase schema the rows are made as a signed-in user (``auth.uid()`` returns one), since
+defaults and triggers there fill NOT NULL columns from it. Every other organization column of a
+child row names the second organization. Where row-level security filters a child table for the
+runbook's role, a row that looks gone may only be hidden: the transaction's own deletion count
+for that table must account for it. A database error (a timeout, a lost connection, a refused
+delete) stops the test with one line; nothing is kept.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pandas as pd
@@ -101,6 +104,7 @@ def _run_test(conn, spec: Spec) -> tuple[list[tuple], bool]:
     caller's transaction, which the caller rolls back)."""
     parent = spec.parent
     maker = RowMaker(conn)
+    _sign_in(conn, maker)
     try:
         test_org = maker.insert(parent.schema, parent.table)[parent.column]
         bystander = maker.insert(parent.schema, parent.table)[parent.column]
@@ -157,6 +161,24 @@ def _check_deferred(conn) -> None:
             f"{err.diag.schema_name}.{err.diag.table_name} (checked at commit): {_first_line(err)}; a real delete "
             "of an organization would fail the same way: give that key ON DELETE CASCADE or SET NULL, or add it to "
             "the spec", table=err.diag.table_name) from None
+
+
+def _sign_in(conn, maker: RowMaker) -> None:
+    """On a Supabase schema, make ``auth.uid()`` return a user for the rest of the transaction, as
+    for a request of a signed-in user: the team's defaults and triggers often fill a NOT NULL
+    column with it (``created_by``, ``invited_by``). The user is an existing ``auth.users`` row, or
+    one the row maker makes; where neither can be had, ``auth.uid()`` stays NULL as it was."""
+    if not conn.execute("SELECT to_regclass('auth.users') IS NOT NULL AND to_regprocedure('auth.uid()') IS NOT NULL"
+                        ).fetchone()[0]:
+        return
+    try:
+        with conn.transaction():
+            found = conn.execute("SELECT id FROM auth.users LIMIT 1").fetchone()
+            user = found[0] if found else maker.insert("auth", "users")["id"]
+    except (RowMakerError, psycopg.Error):  # no privilege on auth.users, or no row it accepts: no user then
+        return
+    conn.execute("SELECT set_config('request.jwt.claims', %s, true)",
+                 (json.dumps({"sub": str(user), "role": "authenticated"}),))
 
 
 def _organization_columns(maker: RowMaker, spec: Spec, table: str) -> list[str]:

@@ -3,16 +3,18 @@ locally as they load on Supabase.
 
 :func:`apply_compat` creates, idempotently, what the files take for granted: the platform's roles
 (``anon``, ``authenticated``, ``service_role``, ``authenticator``, ``supabase_admin``, ...), its
-schemas, ``auth.users`` with ``auth.uid()``/``jwt()``/``role()``/``email()``, storage's tables, the
-``supabase_realtime`` publication and Supabase's ``search_path`` (see ``sql/supabase_compat.sql``),
-and installs ``uuid-ossp`` and ``pgcrypto`` in ``extensions`` as Supabase does.
+schemas, ``auth.users`` with ``auth.uid()``/``jwt()``/``role()``/``email()``, storage's tables,
+``supabase_functions.hooks``, the ``supabase_realtime`` publication and Supabase's ``search_path``
+(see ``sql/supabase_compat.sql``), and installs ``uuid-ossp`` and ``pgcrypto`` in ``extensions`` as
+Supabase does.
 
 Extensions Supabase has and this server lacks (``pg_available_extensions`` decides) get a
 stand-in: :meth:`CompatLayer.rewrite` turns ``CREATE EXTENSION`` of one into creating the schema
 it names plus the stand-in's few objects (``cron.schedule`` records jobs, ``net.http_post`` sends
-nothing, ...), and ``ALTER``/``DROP``/``COMMENT ON EXTENSION`` of one into nothing. A ``SET`` of a
-parameter this server does not know (``transaction_timeout`` from a PostgreSQL 17 dump, on 15) is
-skipped too. Every stand-in and skip is reported, one line each.
+nothing, ...), and ``ALTER``/``DROP``/``COMMENT ON EXTENSION`` of one into nothing; a ``CREATE
+INDEX`` using an index method of such an extension (pgvector's ``hnsw``, ``ivfflat``) is skipped. A
+``SET`` of a parameter this server does not know (``transaction_timeout`` from a PostgreSQL 17
+dump, on 15) is skipped too. Every stand-in and skip is reported, one line each.
 """
 from __future__ import annotations
 
@@ -46,11 +48,15 @@ SCHEMAS = ("extensions", "auth", "storage", "graphql", "graphql_public", "vault"
 
 @dataclass(frozen=True)
 class StandIn:
-    """What replaces an extension the server lacks: ``statements`` run where the files create it."""
+    """What replaces an extension the server lacks: ``statements`` run where the files create it,
+    with ``@extschema@`` (as in an extension's own script) standing for the schema the statement
+    names, qualified (``"extensions".``), or for nothing when it names none (the objects then go
+    where PostgreSQL would put the extension's: the first schema of the search_path)."""
     extension: str
     detail: str = ""
     statements: tuple[str, ...] = ()
     preinstalled: bool = False  # Supabase installs it in every project: the stand-in goes in up front
+    access_methods: tuple[str, ...] = ()  # index methods of the extension: CREATE INDEX ... USING one is skipped
 
 
 STAND_INS = {s.extension: s for s in (
@@ -90,8 +96,8 @@ STAND_INS = {s.extension: s for s in (
         "8, (get_byte(h, 8) & 63) | 128), 'hex')::uuid FROM (SELECT decode(md5(uuid_send($1) || "
         "convert_to($2, 'UTF8')), 'hex') AS h) AS s $$",
     ), preinstalled=True),
-    StandIn("pgcrypto", "gen_random_bytes() and digest() (md5, sha224-sha512) in schema extensions; "
-            "no crypt(), hmac() or pgp_*()", (
+    StandIn("pgcrypto", "gen_random_bytes(), digest() and hmac() (md5, sha224-sha512) in schema extensions; "
+            "no crypt(), gen_salt() or pgp_*()", (
         # 13 bytes of each random uuid carry no version or variant bits.
         "CREATE OR REPLACE FUNCTION extensions.gen_random_bytes(integer) RETURNS bytea LANGUAGE sql VOLATILE "
         "STRICT AS $$ SELECT substr(string_agg(substr(u, 1, 6) || substr(u, 10, 7), ''::bytea), 1, $1) "
@@ -103,6 +109,17 @@ STAND_INS = {s.extension: s for s in (
         "ELSE RAISE EXCEPTION 'digest type % is not in the local pgcrypto stand-in', $2; END CASE; END $$",
         "CREATE OR REPLACE FUNCTION extensions.digest(text, text) RETURNS bytea LANGUAGE sql IMMUTABLE STRICT "
         "AS $$ SELECT extensions.digest(convert_to($1, 'UTF8'), $2) $$",
+        # RFC 2104: H((K xor opad) || H((K xor ipad) || message)), K padded to the hash's block size.
+        "CREATE OR REPLACE FUNCTION extensions.hmac(bytea, bytea, text) RETURNS bytea LANGUAGE plpgsql IMMUTABLE "
+        "STRICT AS $$ DECLARE block int := CASE WHEN lower($3) IN ('sha384', 'sha512') THEN 128 ELSE 64 END; "
+        "k bytea := $2; inner_key bytea; outer_key bytea; BEGIN "
+        "IF length(k) > block THEN k := extensions.digest(k, $3); END IF; "
+        "k := k || decode(repeat('00', block - length(k)), 'hex'); inner_key := k; outer_key := k; "
+        "FOR i IN 0 .. block - 1 LOOP inner_key := set_byte(inner_key, i, get_byte(k, i) # 54); "
+        "outer_key := set_byte(outer_key, i, get_byte(k, i) # 92); END LOOP; "
+        "RETURN extensions.digest(outer_key || extensions.digest(inner_key || $1, $3), $3); END $$",
+        "CREATE OR REPLACE FUNCTION extensions.hmac(text, text, text) RETURNS bytea LANGUAGE sql IMMUTABLE STRICT "
+        "AS $$ SELECT extensions.hmac(convert_to($1, 'UTF8'), convert_to($2, 'UTF8'), $3) $$",
     ), preinstalled=True),
     StandIn("pg_net", "net.http_get(), net.http_post() and net.http_delete() send nothing", (
         "CREATE SCHEMA IF NOT EXISTS net",
@@ -132,12 +149,98 @@ STAND_INS = {s.extension: s for s in (
     StandIn("pgsodium", "schema pgsodium only", ("CREATE SCHEMA IF NOT EXISTS pgsodium",)),
     StandIn("plpgsql_check"),
     StandIn("pgjwt"),
+    StandIn("http", "http(), http_get/post/put/patch/delete/head() send nothing and answer status 200 with no "
+            "content; its types http_request, http_response and http_header", (
+        "DO $$ BEGIN IF to_regtype('@extschema@http_request') IS NULL THEN "
+        "CREATE DOMAIN @extschema@http_method AS text; "
+        "CREATE TYPE @extschema@http_header AS (field varchar, value varchar); "
+        "CREATE TYPE @extschema@http_response AS (status integer, content_type varchar, "
+        "headers @extschema@http_header[], content varchar); "
+        "CREATE TYPE @extschema@http_request AS (method @extschema@http_method, uri varchar, "
+        "headers @extschema@http_header[], content_type varchar, content varchar); END IF; END $$",
+        "CREATE OR REPLACE FUNCTION @extschema@http_header(field varchar, value varchar) RETURNS "
+        "@extschema@http_header LANGUAGE sql IMMUTABLE AS $$ SELECT ROW($1, $2)::@extschema@http_header $$",
+        "CREATE OR REPLACE FUNCTION @extschema@http(request @extschema@http_request) RETURNS @extschema@http_response "
+        "LANGUAGE sql AS $$ SELECT ROW(200, NULL, ARRAY[]::@extschema@http_header[], '')::@extschema@http_response $$",
+        *(f"CREATE OR REPLACE FUNCTION @extschema@http_{verb.lower()}(uri varchar{arguments}) RETURNS "
+          f"@extschema@http_response LANGUAGE sql AS $$ SELECT @extschema@http(ROW('{verb}', $1, NULL, {request})"
+          "::@extschema@http_request) $$"
+          for verb, arguments, request in (
+              ("GET", "", "NULL, NULL"), ("HEAD", "", "NULL, NULL"), ("DELETE", "", "NULL, NULL"),
+              ("GET", ", data jsonb", "NULL, NULL"), ("POST", ", data jsonb", "'application/x-www-form-urlencoded', NULL"),
+              *((v, ", content varchar, content_type varchar", "$3, $2") for v in ("POST", "PUT", "PATCH", "DELETE")))),
+        "CREATE OR REPLACE FUNCTION @extschema@urlencode(string varchar) RETURNS text LANGUAGE sql IMMUTABLE STRICT "
+        "AS $$ SELECT string_agg(CASE WHEN c ~ '[A-Za-z0-9._~-]' THEN c ELSE upper(regexp_replace(encode("
+        "convert_to(c, 'UTF8'), 'hex'), '(..)', '%\\1', 'g')) END, '' ORDER BY i) FROM "
+        "regexp_split_to_table($1, '') WITH ORDINALITY AS s(c, i) $$",
+        "CREATE OR REPLACE FUNCTION @extschema@http_set_curlopt(curlopt varchar, value varchar) RETURNS boolean "
+        "LANGUAGE sql AS $$ SELECT true $$",
+        "CREATE OR REPLACE FUNCTION @extschema@http_reset_curlopt() RETURNS boolean LANGUAGE sql AS $$ SELECT true $$",
+    )),
+    # pgvector's type without its C code: a base type over text's input and output (and varchar's
+    # type modifier, so vector(1536) keeps its dimensions in the catalog), the distance operators
+    # computed in SQL, casts from and to arrays. Its index methods have no stand-in.
+    StandIn("vector", "type vector kept as text (values and dimensions not checked), operators <->, <=>, <#>, "
+            "l2_distance(), cosine_distance(), inner_product(), vector_dims(), casts from integer[], real[], "
+            "double precision[] and numeric[] and to real[]; "
+            "indexes USING hnsw or ivfflat are not built", (
+        "DO $$ BEGIN IF to_regtype('@extschema@vector') IS NULL THEN "
+        "CREATE TYPE @extschema@vector; "
+        "CREATE FUNCTION @extschema@vector_in(cstring, oid, integer) RETURNS @extschema@vector LANGUAGE internal "
+        "IMMUTABLE STRICT PARALLEL SAFE AS 'textin'; "
+        "CREATE FUNCTION @extschema@vector_out(@extschema@vector) RETURNS cstring LANGUAGE internal IMMUTABLE STRICT "
+        "PARALLEL SAFE AS 'textout'; "
+        "CREATE FUNCTION @extschema@vector_typmod_in(cstring[]) RETURNS integer LANGUAGE internal IMMUTABLE STRICT "
+        "PARALLEL SAFE AS 'varchartypmodin'; "
+        "CREATE FUNCTION @extschema@vector_typmod_out(integer) RETURNS cstring LANGUAGE internal IMMUTABLE STRICT "
+        "PARALLEL SAFE AS 'varchartypmodout'; "
+        "CREATE TYPE @extschema@vector (INPUT = @extschema@vector_in, OUTPUT = @extschema@vector_out, "
+        "TYPMOD_IN = @extschema@vector_typmod_in, TYPMOD_OUT = @extschema@vector_typmod_out, "
+        "INTERNALLENGTH = VARIABLE, STORAGE = extended, ALIGNMENT = int4); "
+        "CREATE FUNCTION @extschema@vector_to_float8(@extschema@vector) RETURNS float8[] LANGUAGE sql IMMUTABLE "
+        "STRICT AS 'SELECT (''{'' || btrim($1::text, ''[] '') || ''}'')::float8[]'; "
+        "CREATE FUNCTION @extschema@array_to_vector(float8[]) RETURNS @extschema@vector LANGUAGE sql IMMUTABLE "
+        "STRICT AS 'SELECT (''['' || array_to_string($1, '','') || '']'')::text::@extschema@vector'; "
+        "CREATE FUNCTION @extschema@array_to_vector(real[]) RETURNS @extschema@vector LANGUAGE sql IMMUTABLE "
+        "STRICT AS 'SELECT @extschema@array_to_vector($1::float8[])'; "
+        "CREATE FUNCTION @extschema@vector_to_float4(@extschema@vector) RETURNS real[] LANGUAGE sql IMMUTABLE "
+        "STRICT AS 'SELECT @extschema@vector_to_float8($1)::real[]'; "
+        "CREATE FUNCTION @extschema@array_to_vector(integer[]) RETURNS @extschema@vector LANGUAGE sql IMMUTABLE "
+        "STRICT AS 'SELECT @extschema@array_to_vector($1::float8[])'; "
+        "CREATE FUNCTION @extschema@array_to_vector(numeric[]) RETURNS @extschema@vector LANGUAGE sql IMMUTABLE "
+        "STRICT AS 'SELECT @extschema@array_to_vector($1::float8[])'; "
+        + "".join(f"CREATE CAST ({t}[] AS @extschema@vector) WITH FUNCTION @extschema@array_to_vector({t}[]) "
+                  "AS ASSIGNMENT; " for t in ("float8", "real", "integer", "numeric")) +
+        "CREATE CAST (@extschema@vector AS real[]) WITH FUNCTION @extschema@vector_to_float4(@extschema@vector); "
+        "CREATE FUNCTION @extschema@vector_dims(@extschema@vector) RETURNS integer LANGUAGE sql IMMUTABLE STRICT "
+        "AS 'SELECT cardinality(@extschema@vector_to_float8($1))'; "
+        "CREATE FUNCTION @extschema@l2_distance(@extschema@vector, @extschema@vector) RETURNS float8 LANGUAGE sql "
+        "IMMUTABLE STRICT AS 'SELECT sqrt(sum((a - b) ^ 2)) FROM unnest(@extschema@vector_to_float8($1), "
+        "@extschema@vector_to_float8($2)) AS t(a, b)'; "
+        "CREATE FUNCTION @extschema@inner_product(@extschema@vector, @extschema@vector) RETURNS float8 LANGUAGE sql "
+        "IMMUTABLE STRICT AS 'SELECT sum(a * b) FROM unnest(@extschema@vector_to_float8($1), "
+        "@extschema@vector_to_float8($2)) AS t(a, b)'; "
+        "CREATE FUNCTION @extschema@vector_negative_inner_product(@extschema@vector, @extschema@vector) RETURNS float8 "
+        "LANGUAGE sql IMMUTABLE STRICT AS 'SELECT -@extschema@inner_product($1, $2)'; "
+        "CREATE FUNCTION @extschema@cosine_distance(@extschema@vector, @extschema@vector) RETURNS float8 LANGUAGE sql "
+        "IMMUTABLE STRICT AS 'SELECT 1 - sum(a * b) / nullif(sqrt(sum(a * a)) * sqrt(sum(b * b)), 0) FROM "
+        "unnest(@extschema@vector_to_float8($1), @extschema@vector_to_float8($2)) AS t(a, b)'; "
+        "CREATE OPERATOR @extschema@<-> (LEFTARG = @extschema@vector, RIGHTARG = @extschema@vector, "
+        "FUNCTION = @extschema@l2_distance, COMMUTATOR = OPERATOR(@extschema@<->)); "
+        "CREATE OPERATOR @extschema@<#> (LEFTARG = @extschema@vector, RIGHTARG = @extschema@vector, "
+        "FUNCTION = @extschema@vector_negative_inner_product, COMMUTATOR = OPERATOR(@extschema@<#>)); "
+        "CREATE OPERATOR @extschema@<=> (LEFTARG = @extschema@vector, RIGHTARG = @extschema@vector, "
+        "FUNCTION = @extschema@cosine_distance, COMMUTATOR = OPERATOR(@extschema@<=>)); "
+        "END IF; END $$",
+    ), access_methods=("hnsw", "ivfflat")),
 )}
 
 NAME = rf"(?P<name>{IDENT})"
 CREATE_EXTENSION = re.compile(r"CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?" + NAME + r"(?P<options>.*)", re.I | re.S)
 OTHER_EXTENSION = re.compile(r"(?:ALTER|COMMENT\s+ON|DROP)\s+EXTENSION\s+(?:IF\s+EXISTS\s+)?" + NAME, re.I)
 SCHEMA_OPTION = re.compile(rf"\bSCHEMA\s+(?P<schema>{IDENT})", re.I)
+INDEX_USING = re.compile(rf"CREATE\s+(?:UNIQUE\s+)?INDEX\s.*?\sON\s+(?:ONLY\s+)?(?:{IDENT}\s*\.\s*)?{IDENT}\s*"
+                         rf"USING\s+(?P<method>{IDENT})", re.I | re.S)
 SET_PARAMETER = re.compile(r"SET\s+(?:SESSION\s+|LOCAL\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_.]*)\s*(?:=|\bTO\b)", re.I)
 
 
@@ -162,6 +265,11 @@ class CompatLayer:
     def stand_in(self, extension: str) -> StandIn | None:
         return STAND_INS.get(extension) if extension not in self.available else None
 
+    @property
+    def stood_in_methods(self) -> dict[str, str]:
+        """Index access method -> the extension it comes from, for extensions with a stand-in here."""
+        return {m: s.extension for s in STAND_INS.values() if self.stand_in(s.extension) for m in s.access_methods}
+
     def rewrite(self, statement: str) -> list[str]:
         """What to run for one statement of a team's file: itself, or a stand-in's statements."""
         body = statement_body(statement)
@@ -170,14 +278,18 @@ class CompatLayer:
             if stand_in := self.stand_in(extension):
                 self.skipped["extension", extension] += 1
                 schema = SCHEMA_OPTION.search(match["options"])
-                schema = unquote(schema["schema"]) if schema else "pg_catalog"
-                create = [] if schema.startswith("pg_") else [  # pg_catalog: pg_cron's usual, exists
+                schema = unquote(schema["schema"]) if schema else None
+                create = [] if schema is None or schema.startswith("pg_") else [  # pg_catalog: pg_cron's, exists
                     sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)).as_string()]
-                return create + list(stand_in.statements)
+                prefix = sql.Identifier(schema).as_string() + "." if schema else ""
+                return create + [s.replace("@extschema@", prefix) for s in stand_in.statements]
         elif match := OTHER_EXTENSION.match(body):
             if self.stand_in(extension := unquote(match["name"])):
                 self.skipped["extension", extension] += 1
                 return []
+        elif (match := INDEX_USING.match(body)) and (method := unquote(match["method"])) in self.stood_in_methods:
+            self.skipped["index", method] += 1
+            return []
         elif (match := SET_PARAMETER.match(body)) and "." not in match["name"]:
             if (name := match["name"].lower()) not in self.settings:
                 self.skipped["setting", name] += 1
@@ -195,6 +307,9 @@ class CompatLayer:
             if kind == "setting":
                 lines.append(f"setting {name}: not a parameter of PostgreSQL {self.server_version}; "
                              f"{count} SET statement{'s' if count > 1 else ''} skipped")
+            elif kind == "index":
+                lines.append(f"index method {name}: from extension {self.stood_in_methods[name]}, which has a stand-in "
+                             f"here; {count} CREATE INDEX statement{'s' if count > 1 else ''} skipped")
         return lines
 
 

@@ -27,10 +27,10 @@ from pathlib import Path
 import psycopg
 
 from . import history
-from .compat import CompatLayer, apply_compat, connection, read_compat, statement_body
+from .compat import CREATE_EXTENSION, CompatLayer, apply_compat, connection, read_compat, statement_body
 from .errors import FkrunbookError, SampleDataError, SchemaLoadError, SpecMismatchError
 from .spec import Spec
-from .sqltext import depth_split, lex
+from .sqltext import depth_split, lex, unquote
 from .teamdata import TeamSample, check_team_rows, seed_team_data
 
 CONCURRENT = re.compile(r"(?:CREATE\s+(?:UNIQUE\s+)?INDEX|DROP\s+INDEX|REINDEX\s+(?:\([^)]*\)\s*)?[A-Za-z]+)"
@@ -39,7 +39,7 @@ KINDS = {"tables": "table", "views": "view", "functions": "function", "policies"
          "foreign_keys": "foreign key"}
 COUNTS = """
 WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'supabase_migrations',
-                                                               'cron', 'net', 'pgsodium')
+                                                               'extensions', 'cron', 'net', 'pgsodium')
             AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp%'),
      own AS (SELECT c.* FROM pg_class c WHERE c.relnamespace IN (SELECT oid FROM ns) AND NOT EXISTS (
              SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'))
@@ -246,17 +246,18 @@ def _run_file(conn, compat: CompatLayer, name: str, statements: list[tuple[int, 
               earlier: int | None = None, record=None) -> None:
     """One file in one transaction (a migration's CONCURRENTLY statements outside it), or none of it."""
     concurrent = earlier is not None
-    committed_before, line = None, None
+    committed_before, line, statement = None, None, ""
     conn.execute("BEGIN")
     try:
         for line, statement in statements:
-            if concurrent and CONCURRENT.match(statement_body(statement)):
+            pieces = compat.rewrite(statement)
+            if concurrent and pieces == [statement] and CONCURRENT.match(statement_body(statement)):
                 conn.execute("COMMIT")
                 committed_before = line
                 conn.execute(statement)
                 conn.execute("BEGIN")
             else:
-                for piece in compat.rewrite(statement):
+                for piece in pieces:
                     conn.execute(piece)
         line = None  # a failure from here on is the history insert's or the COMMIT's
         if record:
@@ -268,11 +269,15 @@ def _run_file(conn, compat: CompatLayer, name: str, statements: list[tuple[int, 
                 conn.execute("ROLLBACK")
         where = f"{name} line {line}" if line else f"{name} (at its end, committing)"
         message = (err.diag.message_primary or str(err) or type(err).__name__).splitlines()[0]
+        fix = "fix that statement and load again"
+        if err.sqlstate == "0A000" and (missing := line and CREATE_EXTENSION.match(statement_body(statement))):
+            fix = (f"fkrunbook has no stand-in for extension {unquote(missing['name'])!r}: install it on this "
+                   f"PostgreSQL {compat.server_version} (pg_available_extensions lists what it has) or point the local "
+                   "environment's bin_dir at a PostgreSQL that has it")
         kept = (f"statements before line {committed_before} were committed (CONCURRENTLY runs outside the file's "
                 "transaction, as in the Supabase CLI)" if committed_before else f"nothing of {name} was kept")
         loaded = f"; {earlier} earlier file{'s' if earlier != 1 else ''} loaded" if concurrent else ""
-        raise SchemaLoadError(f"{where}: {message} (SQLSTATE {err.sqlstate}); fix that statement and load again; "
-                              f"{kept}{loaded}",
+        raise SchemaLoadError(f"{where}: {message} (SQLSTATE {err.sqlstate}); {fix}; {kept}{loaded}",
                               file=name, line=line, sqlstate=err.sqlstate) from None
     finally:
         _reset_session(conn)

@@ -114,7 +114,18 @@ CREATE OR REPLACE FUNCTION storage.extension(name text) RETURNS text LANGUAGE sq
 $$;
 
 -- Database webhooks: triggers call supabase_functions.http_request(url, method, headers, params,
--- timeout). Here it sends nothing.
+-- timeout). Here it sends nothing. Webhook functions of a team's own record their pg_net request
+-- in supabase_functions.hooks, as Supabase's does.
+CREATE TABLE IF NOT EXISTS supabase_functions.hooks (
+    id            bigserial PRIMARY KEY,
+    hook_table_id integer NOT NULL,
+    hook_name     text NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    request_id    bigint
+);
+CREATE INDEX IF NOT EXISTS supabase_functions_hooks_request_id_idx ON supabase_functions.hooks (request_id);
+CREATE INDEX IF NOT EXISTS supabase_functions_hooks_h_table_id_h_name_idx
+    ON supabase_functions.hooks (hook_table_id, hook_name);
 CREATE OR REPLACE FUNCTION supabase_functions.http_request() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RETURN coalesce(NEW, OLD);
