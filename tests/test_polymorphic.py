@@ -122,3 +122,22 @@ def test_payload_sampling_is_bounded_on_a_large_table(database, spec):
     with database.connect().read_only() as conn:  # the same pages again: a report that does not move between runs
         assert scan_payload(conn, spec, "public", "domain_events", "event_data", ("organization_id",),
                             sample_rows=60) == scan
+
+
+def test_a_key_only_newer_rows_carry_is_sampled_from_all_over_the_table(database, spec):
+    # 15,000 older rows name their organization under organization_id; the 5,000 newest (a later
+    # version of the app) under org_id as well: they sit in the table's last pages
+    database.sql("CREATE TABLE events_log (id serial PRIMARY KEY, payload jsonb NOT NULL)")
+    org = "md5('org-' || i % 10)::uuid"  # organizations the sample keeps
+    database.sql(f"INSERT INTO events_log (payload) SELECT jsonb_build_object('organization_id', {org}, 'n', i) "
+                 "FROM generate_series(1, 15000) i")
+    database.sql(f"INSERT INTO events_log (payload) SELECT jsonb_build_object('organization_id', {org}, 'org_id', "
+                 f"{org}) FROM generate_series(1, 5000) i")
+    database.sql("ANALYZE events_log")
+    with database.connect().read_only() as conn:
+        scan = scan_payload(conn, spec, "public", "events_log", "payload", ("organization_id",), sample_rows=1000)
+    assert scan.method.startswith("TABLESAMPLE SYSTEM") and scan.sampled == 1000
+    keys = {k.key: k for k in scan.keys}
+    assert keys["organization_id"].organizations == 1000
+    assert 0.1 < keys["org_id"].organizations / scan.sampled < 0.4  # about a quarter, as in the table
+    assert scan.warnings[0].startswith("events_log.payload->org_id holds organization ids")

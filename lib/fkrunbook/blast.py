@@ -128,8 +128,8 @@ def blast_radius(db: Database, spec: Spec, organization: str = "") -> BlastRadiu
                 exc, key = ref["payload"]
                 value = payload_reference(exc.payload, key, alias=name)
                 where = f"CASE WHEN {value} ~ {literal(UUID_PATTERN)} THEN {value}::uuid END = {the_org}"
-                row = (arrow, f"{table[0]}.{table[1]}", f"{exc.payload.column}->{key}", "(intentionally none)",
-                       HISTORY, "organization id in the payload")
+                row = (arrow, f"{table[0]}.{table[1]}", "->".join((exc.payload.column,) + exc.payload.path(key)),
+                       "(intentionally none)", HISTORY, "organization id in the payload")
             else:
                 where = f"{ident(ref['column'])} = {the_org}"
                 if ref["discriminator"]:

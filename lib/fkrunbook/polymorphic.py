@@ -12,9 +12,10 @@ checked. So, read-only:
   warning naming the values found.
 - :func:`scan_payload`: which keys of a jsonb column hold organization ids, top level and one level
   nested (``organization.id``): a bounded sample of rows (at most ``SAMPLE_ROWS``; on a table
-  estimated at more than twice that, ``TABLESAMPLE SYSTEM`` picks whole pages at random, so only
-  about that many rows are read), each uuid-looking string value looked up in the organizations
-  table. A key that names organizations but is not in the spec gets a warning, and so does a
+  estimated at more than twice that, ``TABLESAMPLE SYSTEM`` picks whole pages at random for about
+  twice that many rows, the same pages while the table is unchanged, and a repeatable shuffle
+  keeps ``SAMPLE_ROWS`` of them from all over the table; elsewhere, the first rows read), each
+  uuid-looking string value looked up in the organizations table. A key that names organizations but is not in the spec gets a warning, and so does a
   listed key under which no sampled row names one.
 """
 from __future__ import annotations
@@ -163,8 +164,10 @@ def scan_payload(conn, spec: Spec, schema: str, table: str, column: str, listed:
     source = f"SELECT e.{ident(column)}::jsonb AS doc FROM {qualified(schema, table)} e"
     method = None
     if kind in ("r", "m") and estimate > 2 * sample_rows:
+        # pages for about twice the rows wanted, then a pseudo-random (but repeatable) choice among
+        # them: a plain LIMIT would keep the first pages and miss keys only newer rows carry
         percent = min(100.0, 100.0 * 2 * sample_rows / float(estimate))
-        source += f" TABLESAMPLE SYSTEM ({percent:.6f}) REPEATABLE (0)"
+        source += f" TABLESAMPLE SYSTEM ({percent:.6f}) REPEATABLE (0) ORDER BY md5(e.ctid::text)"
         method = (f"TABLESAMPLE SYSTEM: {percent:.3g}% of the pages of about {int(estimate)} rows, "
                   f"at most {sample_rows} rows")
     rows = conn.execute(text(
