@@ -52,6 +52,52 @@ def test_cascade_detects_a_key_that_does_not_cascade(database, spec, tmp_path):
     assert schema_state(database.url) == before
 
 
+def _with_set_null(spec):
+    return replace(spec, foreign_keys=tuple(replace(fk, on_delete="set null") if fk.column == "consultant_org_id"
+                                            else fk for fk in spec.foreign_keys))
+
+
+@pytest.mark.parametrize("in_database, passes", [("SET NULL", True), ("CASCADE", False)])
+def test_a_set_null_key_keeps_its_row_and_clears_the_column(database, spec, tmp_path, in_database, passes):
+    db = database.connect()
+    clean_up_orphans(db, spec, tmp_path, "clean", confirm=True)
+    spec = _with_set_null(spec)
+    database.sql("ALTER TABLE cross_tenant_access_grants_projection ALTER COLUMN consultant_org_id DROP NOT NULL")
+    for fk in spec.foreign_keys:
+        action = in_database if fk.on_delete == "set null" else "CASCADE"
+        database.sql(f"ALTER TABLE {fk.table} ADD CONSTRAINT {fk.constraint} FOREIGN KEY ({fk.column}) "
+                     f"REFERENCES organizations_projection (id) ON DELETE {action}")
+    before = schema_state(database.url)
+    if passes:
+        result = validate_cascade(db, spec)
+        checks = result.checks.set_index("column")
+        assert result.passed and checks.loc["cross_tenant_access_grants_projection.consultant_org_id", "on_delete"] \
+            == "set null"
+    else:  # the row went with the organization instead
+        with pytest.raises(CascadeValidationError, match=r"did not clear cross_tenant_access_grants_projection\."
+                                                         r"consultant_org_id \(ON DELETE SET NULL\) in its row"):
+            validate_cascade(db, spec)
+    assert schema_state(database.url) == before
+
+
+def test_a_deferred_key_that_the_delete_breaks_fails_the_test(database, spec, tmp_path):
+    db = _apply(database, spec, tmp_path)
+    database.sql("""
+        CREATE TABLE org_notes (org_id uuid NOT NULL REFERENCES organizations_projection DEFERRABLE INITIALLY DEFERRED);
+        CREATE FUNCTION note_org() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO org_notes VALUES (NEW.id); RETURN NEW; END $$;
+        CREATE TRIGGER note_org AFTER INSERT ON organizations_projection FOR EACH ROW EXECUTE FUNCTION note_org();
+    """)  # a real delete of an organization fails at its commit: the rolled-back test must say so
+    before = schema_state(database.url)
+    with pytest.raises(CascadeValidationError) as caught:
+        validate_cascade(db, spec)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(
+        "deleting the test organization breaks the deferred foreign key org_notes_org_id_fkey on public.org_notes "
+        "(checked at commit)")
+    assert schema_state(database.url) == before
+
+
 # The team's real tables require more than the local fixture: extension types, enums, domains,
 # CHECKs with literal lists and ranges, UNIQUE texts, and foreign keys to other tables.
 RICHER_SCHEMA = """

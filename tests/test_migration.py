@@ -41,6 +41,15 @@ def test_each_step_is_in_its_own_file(spec):
     assert add.sql.count("DO $$") == 3 and validate.sql.count("DO $$") == 3
 
 
+def test_the_verification_comment_names_each_key_that_does_not_cascade(spec):
+    spec = replace(spec, foreign_keys=tuple(replace(fk, on_delete="set null") if fk.column == "consultant_org_id"
+                                            else fk for fk in spec.foreign_keys))
+    _, add, validate = render_migrations(spec)
+    line = ("-- Verification (after all three steps): every row shows convalidated = t and confdeltype = 'c' "
+            "(CASCADE), except 'n' (SET NULL) for cross_tenant_access_grants_projection_consultant_org_id_fkey.\n")
+    assert line in add.sql and line in validate.sql
+
+
 def test_check_reports_a_drifted_file(spec, tmp_path):
     write_migrations(spec, tmp_path)
     path = tmp_path / render_migrations(spec)[1].filename

@@ -1,9 +1,10 @@
 import json
 import os
+from dataclasses import replace
 
 import pytest
 
-from fkrunbook.errors import OrphansPresentError, ProtectedEnvironmentError
+from fkrunbook.errors import OrphanCleanupError, OrphansPresentError, ProtectedEnvironmentError
 from fkrunbook.orphans import clean_up_orphans, find_orphans
 
 from .conftest import CROSS_SCHEMA, cross_schema_spec, schema_state
@@ -125,3 +126,58 @@ def test_orphans_are_found_against_a_parent_in_another_schema(database, tmp_path
     assert database.sql("SELECT name FROM public.projects ORDER BY name") == [("a1",), ("a2",), ("b1",)]
     assert database.sql("SELECT schema_name, table_name, count(*) FROM fkrunbook_quarantine.orphan_rows "
                         "GROUP BY 1, 2") == [("public", "projects", 2)]
+
+
+GRANTS = "cross_tenant_access_grants_projection"
+BOTH_GONE = (f"INSERT INTO {GRANTS} (consultant_org_id, provider_org_id, scope, authorization_type, status) "
+             "VALUES (md5('gone-c')::uuid, md5('gone-p')::uuid, 'organization_unit', 'both gone', 'revoked')")
+
+
+def _orphaned(database, column):
+    return {row["id"]: row for (row,) in database.sql(
+        f"SELECT to_jsonb(c) FROM {GRANTS} c WHERE NOT EXISTS "
+        f"(SELECT 1 FROM organizations_projection o WHERE o.id = c.{column})")}
+
+
+def test_cleanup_of_a_set_null_key_clears_the_column_and_keeps_the_row(database, spec, tmp_path):
+    database.sql(f"ALTER TABLE {GRANTS} ALTER COLUMN consultant_org_id DROP NOT NULL")
+    database.sql(BOTH_GONE)
+    spec = replace(spec, foreign_keys=tuple(replace(fk, on_delete="set null") if fk.column == "consultant_org_id"
+                                            else fk for fk in spec.foreign_keys))
+    consultant, provider = _orphaned(database, "consultant_org_id"), _orphaned(database, "provider_org_id")
+    cleared = {i: row for i, row in consultant.items() if i not in provider}  # a row the provider key deletes goes
+    result = clean_up_orphans(database.connect(), spec, tmp_path, "run-n", confirm=True)
+    assert find_orphans(database.connect(), spec).clean
+    summary = result.summary.set_index("column")
+    assert summary.loc[f"{GRANTS}.consultant_org_id", "action"] == "set null"
+    assert summary.loc[f"{GRANTS}.consultant_org_id", "rows"] == len(cleared) > 0
+    assert summary.loc[f"{GRANTS}.provider_org_id", "action"] == "delete"
+    now = {row["id"]: row for (row,) in database.sql(f"SELECT to_jsonb(c) FROM {GRANTS} c WHERE id = ANY(%s)",
+                                                      (list(cleared) + list(provider),))}
+    assert set(now) == set(cleared)  # kept, and only their column cleared
+    assert all(now[i] == {**cleared[i], "consultant_org_id": None} for i in cleared)
+    kept = {row["id"]: (action, row) for action, row in database.sql(
+        "SELECT action, row_data FROM fkrunbook_quarantine.orphan_rows WHERE run_id = 'run-n' "
+        "AND column_name = 'consultant_org_id'")}
+    assert kept == {i: ("set null", row) for i, row in cleared.items()}  # as it was before the clean-up
+    on_disk = [json.loads(line) for line in (tmp_path / "quarantine" / f"{GRANTS}.consultant_org_id.jsonl")
+               .read_text().splitlines()]
+    assert sorted(r["id"] for r in on_disk) == sorted(cleared)
+
+
+@pytest.mark.parametrize("deferred", ["", "DEFERRABLE INITIALLY DEFERRED"], ids=["immediate", "deferred"])
+def test_cleanup_of_rows_another_table_still_needs_is_one_line_and_changes_nothing(database, spec, tmp_path,
+                                                                                  deferred):
+    planted = next(iter(_orphaned(database, "provider_org_id")))
+    database.sql(f"CREATE TABLE grant_reviews (grant_id uuid NOT NULL REFERENCES {GRANTS} {deferred}); "
+                 f"INSERT INTO grant_reviews VALUES ('{planted}')")
+    before = schema_state(database.url)
+    with pytest.raises(OrphanCleanupError) as caught:
+        clean_up_orphans(database.connect(), spec, tmp_path, "run-r", confirm=True)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(
+        f'the database refused the clean-up: update or delete on table "{GRANTS}" violates foreign key constraint '
+        '"grant_reviews_grant_id_fkey"') and "nothing was deleted and no quarantine file was written" in message
+    assert caught.value.constraint == "grant_reviews_grant_id_fkey"
+    assert schema_state(database.url) == before
+    assert not (tmp_path / "quarantine").exists()

@@ -172,6 +172,47 @@ CREATE TABLE rm.members (
     FOREIGN KEY (org_id, unit_id) REFERENCES rm.units (org_id, id) ON DELETE CASCADE
 );
 
+-- rows that a new parent's trigger writes: a sign-up on rm.accounts inserts the account's team and
+-- then its profile (the team's owner key is deferred: a cycle teams <-> account_profiles), and a
+-- workspace inserts its settings row; one workspace and its settings exist already
+CREATE TABLE rm.accounts (id uuid PRIMARY KEY, email text);
+CREATE TABLE rm.account_profiles (
+    id         uuid PRIMARY KEY REFERENCES rm.accounts ON DELETE CASCADE,
+    handle     text NOT NULL UNIQUE,
+    current_team_id uuid,
+    org_id     uuid REFERENCES rm.orgs ON DELETE SET NULL
+);
+CREATE TABLE rm.teams (
+    id       uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    owner_id uuid NOT NULL CONSTRAINT teams_owner_fk REFERENCES rm.account_profiles DEFERRABLE INITIALLY DEFERRED,
+    name     text NOT NULL
+);
+ALTER TABLE rm.account_profiles ADD FOREIGN KEY (current_team_id) REFERENCES rm.teams ON DELETE SET NULL;
+CREATE FUNCTION rm.sign_up() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE team uuid := gen_random_uuid();
+BEGIN
+    INSERT INTO rm.teams (id, owner_id, name) VALUES (team, NEW.id, 'personal');
+    INSERT INTO rm.account_profiles (id, handle, current_team_id) VALUES (NEW.id, 'u' || md5(NEW.id::text), team);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER sign_up AFTER INSERT ON rm.accounts FOR EACH ROW EXECUTE FUNCTION rm.sign_up();
+CREATE TABLE rm.workspaces (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+                            org_id uuid NOT NULL REFERENCES rm.orgs ON DELETE CASCADE);
+CREATE TABLE rm.workspace_settings (workspace_id uuid PRIMARY KEY REFERENCES rm.workspaces ON DELETE CASCADE,
+                                    theme text NOT NULL DEFAULT 'light', org_id uuid REFERENCES rm.orgs);
+CREATE FUNCTION rm.workspace_settings() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO rm.workspace_settings (workspace_id) VALUES (NEW.id); RETURN NEW; END $$;
+CREATE TRIGGER settings AFTER INSERT ON rm.workspaces FOR EACH ROW EXECUTE FUNCTION rm.workspace_settings();
+INSERT INTO rm.workspaces (id, org_id)
+    VALUES ('00000000-0000-0000-0000-0000000000b1', '00000000-0000-0000-0000-00000000a0a0');
+-- one link per team, by a deferred key; the existing row is the template, and its team_id must change
+INSERT INTO rm.accounts (id) VALUES ('00000000-0000-0000-0000-0000000000c1');
+CREATE TABLE rm.team_links (
+    team_id uuid PRIMARY KEY REFERENCES rm.teams ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    org_id  uuid NOT NULL REFERENCES rm.orgs ON DELETE CASCADE
+);
+INSERT INTO rm.team_links SELECT id, '00000000-0000-0000-0000-00000000a0a0' FROM rm.teams;
+
 -- row-level security, forced on its (non-superuser) owner; the policy admits only 'team' notes
 CREATE TABLE rm.notes (
     id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -383,6 +424,62 @@ def test_a_tenant_scoped_composite_key_gets_a_parent_of_the_same_organization(ur
 def test_row_level_security_forced_on_the_owner(url):
     row, _ = make(url, "notes", role=OWNER)
     assert row["visibility"] == "team"
+
+
+def test_a_row_the_new_parents_trigger_wrote_is_claimed(url):
+    with psycopg.connect(url) as conn:
+        maker = RowMaker(conn)
+        org = maker.insert("rm", "orgs")["id"]
+        row = maker.insert("rm", "account_profiles", {"org_id": org})  # the sign-up trigger wrote it first
+        assert row["org_id"] == org and row["current_team_id"] is not None  # the trigger's row, with org_id set
+        assert conn.execute("SELECT count(*) FROM rm.accounts WHERE id = %s", (row["id"],)).fetchone()[0] == 1
+        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")  # as a commit would: every deferred key holds
+        conn.rollback()
+        assert _count(conn, "accounts") == _count(conn, "account_profiles") == _count(conn, "teams") == 1
+
+
+def test_a_key_cycle_with_a_deferred_side(url):
+    with psycopg.connect(url) as conn:
+        maker = RowMaker(conn)
+        team = maker.insert("rm", "teams")  # owner: a profile, made through its account's sign-up trigger
+        owner = conn.execute("SELECT current_team_id FROM rm.account_profiles WHERE id = %s",
+                             (team["owner_id"],)).fetchone()
+        assert owner is not None and owner[0] != team["id"]  # the owner's personal team is another one
+        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        conn.rollback()
+        assert _count(conn, "teams") == 1
+
+
+def test_a_deferred_key_is_checked_as_a_commit_would(url):
+    with psycopg.connect(url) as conn:
+        maker = RowMaker(conn)
+        org = maker.insert("rm", "orgs")["id"]
+        link = maker.insert("rm", "team_links", {"org_id": org})  # the template's team_id must change: to a real team
+        assert conn.execute("SELECT count(*) FROM rm.teams WHERE id = %s", (link["team_id"],)).fetchone()[0] == 1
+        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")  # nothing pending breaks a key
+        conn.rollback()
+
+
+def test_a_row_written_by_the_callers_parents_trigger_is_claimed_once(url):
+    with psycopg.connect(url) as conn:
+        maker = RowMaker(conn)
+        org = maker.insert("rm", "orgs")["id"]
+        workspace = maker.insert("rm", "workspaces", {"org_id": org})["id"]
+        settings = maker.insert("rm", "workspace_settings", {"workspace_id": workspace, "org_id": org})
+        assert settings["workspace_id"] == workspace and settings["org_id"] == org
+        assert _count(conn, "workspace_settings") == 2  # the existing one and the trigger's, no other
+        with pytest.raises(RowMakerError, match="unique constraint workspace_settings_pkey"):
+            maker.insert("rm", "workspace_settings", {"workspace_id": workspace})  # handed out already
+        conn.rollback()
+
+
+def test_a_row_that_was_there_before_is_never_claimed(pg18):
+    with psycopg.connect(pg18) as conn:
+        with pytest.raises(RowMakerError, match="unique constraint workspace_settings_pkey"):
+            RowMaker(conn).insert("rm", "workspace_settings", {"workspace_id": "00000000-0000-0000-0000-0000000000b1",
+                                                               "theme": "dark"})
+        conn.rollback()
+        assert conn.execute("SELECT theme FROM rm.workspace_settings").fetchall() == [("light",)]
 
 
 CANNOT = [

@@ -11,6 +11,8 @@ SHAPES = {
     "event_store": ["impersonation_sessions_projection.target_org_id", "user_roles_projection.org_id"],
     "accounts": ["projects.account_id", "project_members.account_id", "invoices.account_id",
                  "activity_log.account_id"],
+    "cycles": ["memberships.organization_id", "invitations.organization_id", "documents.organization_id",
+               "webhooks.organization_id", "billing_customers.organization_id", "notifications.organization_id"],
 }
 
 

@@ -5,6 +5,11 @@ for tables with two organization columns), make one child row per spec'd foreign
 references it, delete the test organization, and check that each child row is gone while the
 second organization is untouched. Nothing is left behind on any environment.
 
+A key ``ON DELETE SET NULL`` (or ``SET DEFAULT``) passes when its child row is still there and no
+longer names the test organization. Deferred keys are checked right after the delete, as the
+commit of a real delete would check them: a reference left behind to the test organization fails
+the test even though the transaction is rolled back.
+
 Every other organization column of a child row names the second organization. Where row-level
 security filters a child table for the runbook's role, a row that looks gone may only be hidden:
 the transaction's own deletion count for that table must account for it. A database error (a
@@ -30,7 +35,7 @@ STATEMENT_TIMEOUT = "60s"  # the test touches a handful of rows; its lock waits 
 
 @dataclass
 class CascadeResult:
-    checks: pd.DataFrame        # one row per foreign key: child row made, gone after the delete
+    checks: pd.DataFrame        # one row per foreign key: child row made, its ON DELETE action done (cascaded)
     counts: pd.DataFrame        # rows per table before the test and after the rollback
 
     @property
@@ -76,9 +81,15 @@ def validate_cascade(db: Database, spec: Spec) -> CascadeResult:
                            "after": [after[name] for name, _ in tables]})
     result = CascadeResult(checks, counts)
     if not result.passed:
-        survivors = ", ".join(checks.loc[~checks["cascaded"], "column"])
-        raise CascadeValidationError(f"deleting the test organization left rows behind in {survivors}; "
-                                     "check the ON DELETE action of those foreign keys", table=survivors)
+        failed = checks.loc[~checks["cascaded"]]
+        survivors = ", ".join(failed.loc[failed["on_delete"] == "cascade", "column"])
+        unchanged = ", ".join(f"{c} (ON DELETE {a.upper()})" for c, a in zip(failed["column"], failed["on_delete"])
+                              if a != "cascade")
+        problems = "; ".join(filter(None, [survivors and f"left rows behind in {survivors}",
+                                           unchanged and f"did not clear {unchanged} in its row, or removed the row"]))
+        raise CascadeValidationError(f"deleting the test organization {problems}; "
+                                     "check the ON DELETE action of those foreign keys",
+                                     table=", ".join(failed["column"]))
     if not bystander_kept:
         raise CascadeValidationError("deleting the test organization also removed the second test organization",
                                      table=spec.parent_name)
@@ -106,15 +117,46 @@ def _run_test(conn, spec: Spec) -> tuple[list[tuple], bool]:
     deletions = {t: _deleted(conn, spec.schema, t) for t in hidden}
     deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(
         sql.Identifier(parent.schema, parent.table), sql.Identifier(parent.column)), (test_org,)).rowcount
-    gone = [not _exists(conn, spec.schema, fk.table, key) for fk, key in children]
+    _check_deferred(conn)
+    done = [_took_effect(conn, spec, fk, key, test_org) for fk, key in children]
     for table in hidden:  # row-level security may hide a row that is still there: count the deletions
-        looks_gone = [i for i, (fk, _) in enumerate(children) if fk.table == table and gone[i]]
+        looks_gone = [i for i, (fk, _) in enumerate(children) if fk.table == table and done[i]
+                      and fk.on_delete == "cascade"]
         if _deleted(conn, spec.schema, table) - deletions[table] < len(looks_gone):
             for i in looks_gone:
-                gone[i] = False
-    rows = [(fk.label, fk.on_delete, ", ".join(f"{k}={v}" for k, v in key.items()), deleted == 1, gone[i])
+                done[i] = False
+    rows = [(fk.label, fk.on_delete, ", ".join(f"{k}={v}" for k, v in key.items()), deleted == 1, done[i])
             for i, (fk, key) in enumerate(children)]
     return rows, _exists(conn, parent.schema, parent.table, {parent.column: bystander})
+
+
+def _took_effect(conn, spec: Spec, fk, key: dict, test_org) -> bool:
+    """Whether the key's ON DELETE action happened to its child row: gone (CASCADE), or still there
+    and no longer naming the test organization (SET NULL, SET DEFAULT)."""
+    if fk.on_delete == "cascade":
+        return not _exists(conn, spec.schema, fk.table, key)
+    where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key)
+    row = conn.execute(sql.SQL("SELECT CAST({} AS text) FROM {} WHERE {}").format(
+        sql.Identifier(fk.column), sql.Identifier(spec.schema, fk.table), where), list(key.values())).fetchone()
+    if row is None:
+        return False
+    return row[0] is None if fk.on_delete == "set null" else row[0] != str(test_org)
+
+
+def _check_deferred(conn) -> None:
+    """Check the deferred constraints now, as the commit of a real delete would (inside a savepoint
+    rolled back afterwards, so the transaction goes on as it was): raise when the delete leaves a
+    reference that only the commit would have refused."""
+    try:
+        with conn.transaction():
+            conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            raise psycopg.Rollback()
+    except psycopg.errors.ForeignKeyViolation as err:
+        raise CascadeValidationError(
+            f"deleting the test organization breaks the deferred foreign key {err.diag.constraint_name} on "
+            f"{err.diag.schema_name}.{err.diag.table_name} (checked at commit): {_first_line(err)}; a real delete "
+            "of an organization would fail the same way: give that key ON DELETE CASCADE or SET NULL, or add it to "
+            "the spec", table=err.diag.table_name) from None
 
 
 def _organization_columns(maker: RowMaker, spec: Spec, table: str) -> list[str]:

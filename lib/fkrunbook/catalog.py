@@ -177,7 +177,7 @@ def foreign_key_table(states: list[ForeignKeyState]) -> pd.DataFrame:
 class IndexState:
     """Indexes relevant to one foreign-key column."""
     fk: ForeignKey
-    covering: str | None       # a valid, non-partial index whose leading column is the FK column
+    covering: str | None       # a valid index led by the FK column, over every row with a value there
     named_exists: bool         # the spec's index name exists (on any table of the schema)
     named_valid: bool
 
@@ -188,15 +188,18 @@ class IndexState:
 
 
 def covering_index(conn: Connection, schema: str, table: str, column: str, prefer: str = "") -> str | None:
-    """The name of a valid, non-partial index of schema.table whose leading column is ``column``
-    (``prefer`` first, then the one with the fewest columns), or None."""
+    """The name of a valid index of schema.table whose leading column is ``column`` and that every
+    row with a value there is in: no ``WHERE``, or ``WHERE <column> IS NOT NULL`` (the delete and
+    the key check look for ``column = $1``, which implies it; PostgreSQL uses such an index for
+    them). ``prefer`` first, then the one with the fewest columns; None when there is none."""
     return conn.execute(text(
         "SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
         "JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
         "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] "
         "WHERE n.nspname = :schema AND c.relname = :table AND a.attname = :column "
-        "AND i.indisvalid AND i.indisready AND i.indpred IS NULL "
-        "ORDER BY ic.relname = :name DESC, i.indnatts, ic.relname LIMIT 1"),
+        "AND i.indisvalid AND i.indisready AND (i.indpred IS NULL "
+        "OR pg_get_expr(i.indpred, i.indrelid) = '(' || quote_ident(a.attname) || ' IS NOT NULL)') "
+        "ORDER BY ic.relname = :name DESC, i.indpred IS NOT NULL, i.indnatts, ic.relname LIMIT 1"),
         {"schema": schema, "table": table, "column": column, "name": prefer}).scalar()
 
 

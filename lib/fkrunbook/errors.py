@@ -101,6 +101,15 @@ class OrphansPresentError(FkrunbookError):
         )
 
 
+class OrphanCleanupError(FkrunbookError):
+    """The database refused the clean-up (a row another table still references through a key with
+    no ON DELETE action): nothing was deleted and no quarantine file was written."""
+
+    def __init__(self, message: str, *, table: str | None = None, constraint: str | None = None):
+        self.table, self.constraint = table, constraint
+        super().__init__(message)
+
+
 class MigrationError(FkrunbookError):
     """A migration file is missing, altered, or failed to apply."""
 

@@ -116,7 +116,7 @@ def plan_migration(db: Database, spec: Spec, migrations_dir: str | Path) -> Migr
         if s.leftover:
             steps.append(Step(names["index"], "drop_index", s.fk, drop_index_statement(spec, s.fk.index), "run",
                               f"{s.fk.index} is INVALID (a failed CONCURRENTLY build): drop, then rebuild"))
-        if s.covering:  # valid, non-partial, leading column: an INVALID leftover never counts
+        if s.covering:  # valid, led by the column, holding every row with a value: never an INVALID leftover
             steps.append(Step(names["index"], "index", s.fk, index_statement(spec, s.fk), "skip",
                               f"covered by valid index {s.covering}"))
         else:

@@ -7,8 +7,11 @@ values where they must be unique), and otherwise proposes values per column (see
 :mod:`.candidate`). Every attempt runs under a savepoint; any rejection of a value or a row (a
 data or syntax error from a type, a violated constraint, a trigger's error, a row-level security
 check, an insert that wrote no row) moves on to the next candidates for the columns the rejection
-points at. Errors that mean the environment is broken (a lost connection, a missing privilege, a
-timeout) are raised as they are. Use it only in a transaction that is rolled back.
+points at. Deferred constraints are checked after each insert as a commit would check them. When
+a new referenced row's triggers wrote the very row wanted (a sign-up trigger that inserts the
+user's profile), that row is taken and given the caller's values. Errors that mean the environment
+is broken (a lost connection, a missing privilege, a timeout) are raised as they are. Use it only
+in a transaction that is rolled back.
 """
 from __future__ import annotations
 
@@ -82,6 +85,9 @@ class RowMaker:
         self.rng = random.Random()
         self._tables: dict[tuple[str, str], TableInfo] = {}
         self._types: dict[int, TypeInfo] = {}
+        self._made: dict[tuple[str, str], list[dict]] = {}   # rows this maker inserted or claimed, as text
+        self._given: set[tuple[str, str, tuple]] = set()     # (schema, table, primary key) of rows handed to callers
+        self._deferrable: bool | None = None                 # whether the database has deferrable constraints
 
     # -- catalog -------------------------------------------------------------------------------
     def table(self, schema: str, name: str) -> TableInfo:
@@ -212,7 +218,34 @@ class RowMaker:
         if unknown:
             raise RowMakerError(f"{info.label} has no column {sorted(unknown)[0]}; check the spec's column names",
                                 table=info.label, column=sorted(unknown)[0])
-        return _Attempts(self, info, fixed, depth).run()
+        row = _Attempts(self, info, fixed, depth).run()
+        self._made.setdefault((schema, table), []).append(_as_text(row))
+        if depth == 0 and info.primary_key:
+            self._given.add((schema, table, tuple(_as_text(row)[c] for c in info.primary_key)))
+        return row
+
+    def check_deferred(self) -> None:
+        """Check the deferred constraints now, as a commit would, and raise what it would raise; then
+        defer them again (the check runs in a savepoint rolled back afterwards, which leaves them
+        pending as they were). A row that breaks a deferred key is refused here, not at a commit that
+        never comes: the caller's later checks (the cascade test's) would otherwise blame the delete."""
+        if self._deferrable is None:
+            self._deferrable = bool(self.conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE condeferrable)").fetchone()[0])
+        if self._deferrable:
+            with self.conn.transaction():
+                self.conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+                raise psycopg.Rollback()
+
+    def made(self, schema: str, table: str, values: dict[str, str | None]) -> bool:
+        """Whether this maker inserted (or claimed) a row of schema.table with these column values:
+        such a row exists only in this transaction."""
+        return any(all(row.get(c) == v for c, v in values.items()) for row in self._made.get((schema, table), []))
+
+    def given(self, info: TableInfo, row: dict) -> bool:
+        """Whether ``row`` is one this maker handed to its caller (who may hold on to it)."""
+        return bool(info.primary_key) and (info.schema, info.name, tuple(
+            _as_text(row)[c] for c in info.primary_key)) in self._given
 
     def template(self, info: TableInfo) -> dict[str, str | None] | None:
         """An existing row of the table (its writable columns, as text), or None when it has none."""
@@ -292,6 +325,7 @@ class _Attempts:
                     made = self._insert(row)
                     if made is None:
                         raise _NoRow()
+                    self.maker.check_deferred()
                 return made
             except _NoRow:
                 last = ("no row", None, [])
@@ -311,6 +345,10 @@ class _Attempts:
                         if c in self.pools:
                             self.choice[c] = self.pools[c].index(PARENT)
                     continue
+                if isinstance(err, errors.UniqueViolation):
+                    claimed = self._claim(err, row)
+                    if claimed is not None:
+                        return claimed
                 if isinstance(err, (errors.UniqueViolation, errors.ExclusionViolation)):
                     for c in cols:
                         if c in self.pools and c not in self.fk_of:
@@ -404,6 +442,50 @@ class _Attempts:
         return None if values is None else {d.name: v for d, v in zip(cur.description, values)}
 
     # -- after a rejection ---------------------------------------------------------------------------
+    def _claim(self, err: errors.UniqueViolation, row: dict) -> dict | None:
+        """The row that is in the way, when this transaction made it: a unique key made only of
+        foreign-key columns that reference rows this maker made (a sign-up trigger on ``auth.users``
+        that inserts the user's profile, an organization trigger that inserts its settings row) can
+        only be taken by a row written since, as their side effect. That row is the row wanted: it
+        gets the caller's fixed values and is returned. None when it is not such a row, is one
+        already handed to the caller, or refuses the fixed values."""
+        kind, cols = self.info.constraints.get(err.diag.constraint_name, (None, []))
+        if kind != "unique" or not cols or err.diag.table_name not in (None, self.info.name):
+            return None
+        if not all(self._refers_to_made(c, row) for c in cols):
+            return None
+        target = sql.Identifier(self.info.schema, self.info.name)
+        where = sql.SQL(" AND ").join(sql.SQL("{} = CAST(%s AS {})").format(
+            sql.Identifier(c), sql.SQL(self.info.columns[c].type_sql)) for c in cols)
+        keys = [row[c] for c in cols]
+        updates = {c: v for c, v in self.fixed.items() if c not in cols}
+        try:
+            with self.maker.conn.transaction():
+                cur = self.maker.conn.execute(sql.SQL("SELECT * FROM {} WHERE {} FOR UPDATE").format(target, where), keys)
+                found = cur.fetchone()
+                if found is None or self.maker.given(self.info, dict(zip([d.name for d in cur.description], found))):
+                    return None
+                if updates:
+                    cur = self.maker.conn.execute(sql.SQL("UPDATE {} SET {} WHERE {} RETURNING *").format(
+                        target, sql.SQL(", ").join(sql.SQL("{} = CAST(%s AS {})").format(
+                            sql.Identifier(c), sql.SQL(self.info.columns[c].type_sql)) for c in updates), where),
+                        list(updates.values()) + keys)
+                    found = cur.fetchone()
+                    self.maker.check_deferred()
+        except psycopg.Error as claim_err:
+            if not is_rejection(claim_err):
+                raise
+            return None
+        return None if found is None else {d.name: v for d, v in zip(cur.description, found)}
+
+    def _refers_to_made(self, column: str, row: dict) -> bool:
+        """Whether ``column`` is part of a foreign key whose referenced row this maker made."""
+        for cols, ref_schema, ref_table, ref_cols in self.info.foreign_keys.values():
+            if column in cols and all(row.get(c) not in (None, DEFAULT, PARENT) for c in cols):
+                if self.maker.made(ref_schema, ref_table, {r: row[c] for c, r in zip(cols, ref_cols)}):
+                    return True
+        return False
+
     def _implicated(self, err: psycopg.Error, row: dict) -> list[str]:
         """The columns a rejection points at: the violated constraint's, the one named, the partition
         key when no partition takes the row, else those the message names (or whose value it quotes)."""
@@ -444,6 +526,10 @@ class _Attempts:
 
 class _NoRow(Exception):
     """The insert ran without error and wrote no row."""
+
+
+def _as_text(row: dict) -> dict[str, str | None]:
+    return {k: None if v is None else str(v) for k, v in row.items()}
 
 
 def is_rejection(err: psycopg.Error) -> bool:
