@@ -134,6 +134,17 @@ CASES = [
      "migration.lock_timeout 'soon' must be a PostgreSQL duration", 1),
     ("spec-bad-retries", ["run", "--env", "staging"], {}, edit(SPEC, "attempts: 10", "attempts: 0"),
      "attempts 0 must be a whole number from 1 to 1000", 1),
+    ("spec-payload-keys-empty", ["run", "--env", "staging"], {},
+     edit(SPEC, "payload: {column: event_data, key: organization_id}", "payload: {column: event_data, keys: []}"),
+     "intentional_exceptions[0].payload.keys is empty; list at least one key that holds an organization id", 1),
+    ("spec-payload-key-not-plain", ["run", "--env", "staging"], {},
+     edit(SPEC, "payload: {column: event_data, key: organization_id}",
+          "payload: {column: event_data, keys: [organization_id, org-id]}"),
+     "intentional_exceptions[0].payload.keys[1] 'org-id' is not a plain JSON key", 1),
+    ("spec-payload-not-jsonb", ["run", "--env", "staging"], {},
+     edit(SPEC, "payload: {column: event_data, key: organization_id}", "payload: {column: stream_type, key: org_id}"),
+     "payload column domain_events.stream_type is text, not jsonb: name the jsonb column that carries the organization "
+     "ids", 1),
     ("spec-accepted-unknown-finding", ["audit", "--env", "staging"], {}, append(SPEC, ACCEPTED.format(
         finding="missing_key", expires="2027-01-31")),
      "accepted_findings[0].finding 'missing_key' is not one of the audit's findings: missing_fk, unindexed_fk", 2),

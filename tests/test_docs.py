@@ -332,3 +332,40 @@ def test_docs_of_a_parent_in_another_schema(database, tmp_path):
     assert 'accounts ||--o{ projects : "account_id ON DELETE CASCADE"' in graph
     assert 'accounts ||--o{ account_user : "account_id ON DELETE CASCADE"' in graph
     assert '"basejump"."accounts" p WHERE p."id" = c."account_id"' in (docs / "orphan-detection.md").read_text()
+
+
+def test_docs_methodology_uses_the_discriminator_values_and_payload_keys_found(database, spec, tmp_path):
+    from .test_polymorphic import _plant_second_key, _with_keys
+
+    docs = tmp_path / "team-docs"
+    (docs / "procedures").mkdir(parents=True)
+    (docs / "procedures" / "org-cleanup.md").write_text("# Org cleanup\n")
+    db = database.connect()
+    update_docs(db, spec, folder_layout(docs), write=True)
+    method = (docs / "orphan-detection.md").read_text()
+    assert "Values of `stream_type` in the database when this was generated: `organization`, `user`." in method
+    assert "**Warning:**" not in method
+    database.sql("UPDATE workflow_queue_projection SET stream_type = 'workflow_queue'")  # a real team's triggers
+    _plant_second_key(database)
+    update_docs(db, spec, folder_layout(docs), write=True)
+    method = (docs / "orphan-detection.md").read_text()
+    queue = method[method.index("`workflow_queue_projection.stream_id`"):method.index("`unprocessed_events")]
+    assert "Values of `stream_type` in the database when this was generated: `workflow_queue`." in queue
+    assert ("**Warning:** `stream_type = 'organization'` matches no row of `workflow_queue_projection`, so this query "
+            "finds no orphan there whatever the data; the spec's filter may be wrong") in queue
+    assert ("**Warning:** a sample of `domain_events.event_data` also found organization ids under "
+            "`domain_events.event_data->>'org_id'`, `domain_events.event_data #>> '{tenant,id}'`, which the spec's "
+            "payload keys do not list") in method
+    steps = (docs / "procedures" / "org-cleanup.md").read_text()
+    assert ("`workflow_queue_projection.stream_id` with `stream_type = 'organization'`: **this filter matches no row "
+            "here** (values found: `workflow_queue`)") in steps
+    assert "not checked: `domain_events.event_data->>'org_id'` also holds organization ids" in steps
+    assert update_docs(db, spec, folder_layout(docs), write=True).changed == 0  # values, not counts: stable
+    both = _with_keys(spec, "organization_id", "org_id", "tenant.id")
+    update_docs(db, both, folder_layout(docs), write=True)
+    method = (docs / "orphan-detection.md").read_text()
+    for key, ref in (("org_id", "->> 'org_id'"), ("tenant.id", "#>> '{tenant,id}'")):
+        assert f'(e."event_data" {ref}) ~ ' in method, key  # each listed key has its query
+    assert "also found organization ids" not in method
+    steps = (docs / "procedures" / "org-cleanup.md").read_text()
+    assert "`domain_events.event_data->>'org_id'`" in steps and "not checked" not in steps

@@ -25,6 +25,9 @@ def test_whole_runbook_end_to_end(project_copy, database, sample):
         assert (result.run_dir / entry["notebook"]).exists()
     by_name = {p["name"]: p["results"] for p in m["phases"]}
     assert by_name["orphan_check"]["orphans"] == sample.orphans
+    assert by_name["orphan_check"]["warnings"] == []  # the sample's filters and payload key match its data
+    assert by_name["orphan_check"]["discriminator_values"]["domain_events.stream_id"]["matched"] == \
+        sample.organizations + sample.hard_deleted
     assert by_name["orphan_cleanup"]["confirmed"] and by_name["migration_preview"]["statements_to_run"] == 8
     assert by_name["apply"]["plan_hash"] == by_name["migration_preview"]["plan_hash"]  # previewed is what ran
     assert len(by_name["apply"]["files_recorded"]) == 3 and len(by_name["apply"]["verified"]) == 3

@@ -41,6 +41,18 @@ def test_the_parent_is_in_the_specs_schema_unless_it_names_its_own(spec):
     assert other.parent_name == "basejump.organizations_projection"
 
 
+def test_a_payload_names_one_key_or_several(spec):
+    events = spec.exceptions[0]
+    assert events.payload.column == "event_data" and events.payload.keys == ("organization_id",)  # `key:` as ever
+    raw = _raw()
+    raw["intentional_exceptions"][0]["payload"] = {"column": "event_data",
+                                                   "keys": ["organization_id", "org_id", "organization.id", "orgId"]}
+    payload = parse_spec(raw).exceptions[0].payload
+    assert payload.keys == ("organization_id", "org_id", "organization.id", "orgId")
+    assert payload.path("organization.id") == ("organization", "id")
+    assert payload.label("domain_events", "organization.id") == "domain_events.event_data->organization->id"
+
+
 def _raw():
     return yaml.safe_load(SPEC.read_text())
 
@@ -92,6 +104,22 @@ def test_spec_rejects_identifier_with_quote():
     (lambda r: r["foreign_keys"].append(dict(r["foreign_keys"][0])), "is listed twice"),
     (lambda r: r["intentional_exceptions"][0].update(column="target_org_id", table="impersonation_sessions_projection"),
      "is listed twice"),
+    (lambda r: r["intentional_exceptions"][0].update(payload={"column": "event_data", "keys": []}),
+     "intentional_exceptions[0].payload.keys is empty; list at least one key that holds an organization id"),
+    (lambda r: r["intentional_exceptions"][0].update(payload={"column": "event_data", "keys": ["org_id", "org-id"]}),
+     "intentional_exceptions[0].payload.keys[1] 'org-id' is not a plain JSON key"),
+    (lambda r: r["intentional_exceptions"][0].update(payload={"column": "event_data", "key": "x'; drop table y"}),
+     "intentional_exceptions[0].payload.key \"x'; drop table y\" is not a plain JSON key"),
+    (lambda r: r["intentional_exceptions"][0].update(payload={"column": "event_data", "keys": ["a.b.c"]}),
+     "'a.b.c' is not a plain JSON key (letters, digits and _, not starting with a digit; one level nested"),
+    (lambda r: r["intentional_exceptions"][0].update(payload={"column": "event_data", "keys": "org_id"}),
+     "intentional_exceptions[0].payload.keys must be a list, not str"),
+    (lambda r: r["intentional_exceptions"][0].update(payload={"column": "event_data", "key": "a", "keys": ["b"]}),
+     "intentional_exceptions[0].payload has both 'key' and 'keys'"),
+    (lambda r: r["intentional_exceptions"][0].update(payload={"column": "event_data"}),
+     "intentional_exceptions[0].payload has no 'keys'; add keys: [organization_id] (or key: organization_id)"),
+    (lambda r: r["intentional_exceptions"][0].update(payload={"column": "event_data", "keys": ["org_id", "org_id"]}),
+     "intentional_exceptions[0].payload.keys lists 'org_id' twice"),
 ])
 def test_spec_malformed_gets_one_clear_line(mutate, expected):
     raw = _raw()

@@ -14,8 +14,10 @@ Findings (each either declared in the spec as an intentional exception, with its
 - ``blocking_delete``: a foreign key to the organizations table with ON DELETE NO ACTION or
   RESTRICT: a hard delete of an organization with such children fails;
 - ``not_valid``: a foreign key left NOT VALID: old rows were never checked;
-- ``polymorphic``: an id column beside a ``*_type`` discriminator (``stream_id``/``stream_type``):
-  it points at a different table per row, so no foreign key is possible; reported, never as missing.
+- ``polymorphic``: an id column beside a ``*_type`` discriminator (``stream_id``/``stream_type``),
+  or one the spec declares with a discriminator: it points at a different table per row, so no
+  foreign key is possible; reported, never as missing, with the values its discriminator holds
+  and a warning when the spec's filter matches none of a table's rows.
 
 Reported for the record, never failing the gate:
 
@@ -41,6 +43,7 @@ from sqlalchemy import text
 
 from .catalog import ON_DELETE_CODES
 from .database import Database
+from .polymorphic import discriminator_values, scan_payload
 from .spec import FINDINGS, Spec
 
 DEFAULT_PATTERNS = ("organization_id", "org_id", "*_org_id", "*_organization_id")
@@ -68,6 +71,7 @@ class Finding:
     detail: str
     reason: str = ""    # the spec's reason, when declared
     expires: str = ""   # an accepted finding's expiry date (YYYY-MM-DD), passed or not
+    warning: str = ""   # the data is at odds with the spec (a discriminator filter that matches no row)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -121,51 +125,65 @@ WHERE n.nspname = ANY(:schemas)
 """
 
 
-def audit_schema(db: Database, spec: Spec, schemas: list[str] | None = None,
-                 patterns: list[str] | None = None, today: date | None = None,
-                 related: tuple[Spec, ...] = ()) -> list[Finding]:
-    """Audit the live catalog. Read-only. Findings are ordered by kind, then table and column.
+@dataclass(frozen=True)
+class Reference:
+    """An organization reference without a foreign key of its own, as the catalog shows it:
+    ``missing_fk``, ``planned``, ``covered_indirectly``, or ``polymorphic`` (an id whose table is
+    chosen per row by ``discriminator``)."""
+    schema: str
+    table: str
+    column: str
+    kind: str
+    detail: str
+    discriminator: str | None = None
 
-    By default the spec's schema and its parent's are audited (keys into a tenant table from its
-    own schema block its deletes too), and the organization references are the default patterns
-    plus every column the spec gives a key (a basejump project's ``account_id``). ``today`` (UTC by
-    default) decides which accepted findings have expired. ``related``: the project's other specs
-    to the same organizations table, whose exceptions, accepted findings and planned keys count too."""
-    today = today or datetime.now(timezone.utc).date()
+
+@dataclass
+class References:
+    """What :func:`find_references` read from the catalog (the audit and the blast radius use it)."""
+    specs: list[Spec]
+    schemas: list[str]
+    columns: dict[tuple[str, str], dict[str, str]]   # (schema, table) -> column -> type
+    fks: list
+    indexes: list
+    references: list[Reference]
+
+
+def find_references(conn, spec: Spec, schemas: list[str] | None = None, patterns: list[str] | None = None,
+                    related: tuple[Spec, ...] = ()) -> References:
+    """The organization references in the live catalog that have no foreign key of their own:
+    uuid columns named like one (``patterns``, by default :data:`DEFAULT_PATTERNS` and every column
+    a spec gives a key), each ``covered_indirectly`` (a composite key ties it), ``planned`` (a spec
+    adds its key) or ``missing_fk``; and the ``polymorphic`` ones: an ``x_id`` beside an ``x_type``
+    that is not unique by itself, or a spec's exception with a discriminator. Catalog only, no data."""
     specs = [spec] + [r for r in related if (r.schema, r.parent) == (spec.schema, spec.parent)]
-    accepted = {(s.schema, a.table, a.column, a.finding): a for s in specs for a in s.accepted}
     schemas = schemas or list(dict.fromkeys([spec.schema, spec.parent.schema]))
     patterns = list(patterns or dict.fromkeys([*DEFAULT_PATTERNS, *(fk.column for s in specs for fk in s.foreign_keys)]))
     parent = (spec.parent.schema, spec.parent.table)
-    declared = {(s.schema, e.table, e.column): e.reason for s in specs for e in s.exceptions}
-    with db.read_only() as conn:
-        columns = conn.execute(text(COLUMNS), {"schemas": schemas}).mappings().all()
-        fks = conn.execute(text(FOREIGN_KEYS), {"schemas": schemas}).mappings().all()
-        indexes = conn.execute(text(INDEXES), {"schemas": schemas}).mappings().all()
-    findings: list[Finding] = []
-
-    def add(schema, table, column, kind, detail):
-        reason = declared.get((schema, table, column), "")
-        accept = accepted.get((schema, table, column, kind))
-        if accept and not reason:
-            findings.append(Finding(f"{schema}.{table}", column, kind, accept.expires >= today, detail,
-                                    accept.reason, accept.expires.isoformat()))
-            return
-        findings.append(Finding(f"{schema}.{table}", column, kind, bool(reason), detail, reason))
-
+    columns = conn.execute(text(COLUMNS), {"schemas": schemas}).mappings().all()
+    fks = conn.execute(text(FOREIGN_KEYS), {"schemas": schemas}).mappings().all()
+    indexes = conn.execute(text(INDEXES), {"schemas": schemas}).mappings().all()
+    refs: list[Reference] = []
     by_table: dict[tuple[str, str], dict[str, str]] = {}
     for col in columns:
         by_table.setdefault((col["schema"], col["table"]), {})[col["column"]] = col["type"]
     unique_alone = {(idx["relid"], idx["keys"][0]) for idx in indexes if idx["unique"] and len(idx["keys"]) == 1}
     unique_columns = {(c["schema"], c["table"], c["column"]) for c in columns if (c["relid"], c["attnum"]) in unique_alone}
+    discriminators = {(s.schema, e.table, e.column): e.discriminator.column
+                      for s in reversed(specs) for e in s.exceptions if e.discriminator}
     polymorphic = set()
     for (schema, table), cols in by_table.items():
         for name in cols:
-            # x_id beside x_type, where x_id is not unique by itself (a one-to-one event_id is not a stream)
-            if name.endswith("_id") and f"{name[:-3]}_type" in cols and (schema, table, name) not in unique_columns:
+            # x_id beside x_type, where x_id is not unique by itself (a one-to-one event_id is not a stream);
+            # or a column the spec declares with a discriminator
+            by = discriminators.get((schema, table, name))
+            if by is None and name.endswith("_id") and f"{name[:-3]}_type" in cols \
+                    and (schema, table, name) not in unique_columns:
+                by = f"{name[:-3]}_type"
+            if by is not None and by in cols:
                 polymorphic.add((schema, table, name))
-                add(schema, table, name, "polymorphic",
-                    f"points at a different table per row, by {name[:-3]}_type: no foreign key is possible")
+                refs.append(Reference(schema, table, name, "polymorphic",
+                                      f"points at a different table per row, by {by}: no foreign key is possible", by))
     org_keys = {}  # (schema, table, column) -> the key that ties it to the organizations table
     for fk in fks:
         if (fk["parent_schema"], fk["parent"]) == parent:
@@ -180,14 +198,74 @@ def audit_schema(db: Database, spec: Spec, schemas: list[str] | None = None,
                 continue
             via = _indirect_key(fks, org_keys, parent, (schema, table, name))
             if via:
-                add(schema, table, name, "covered_indirectly", via)
+                refs.append(Reference(schema, table, name, "covered_indirectly", via))
             elif (schema, table, name) in planned:
                 by, fk = planned[(schema, table, name)]
-                add(schema, table, name, "planned", f"no foreign key yet; the spec {by.name!r} adds {fk.constraint} "
-                                                    f"ON DELETE {fk.on_delete_sql} to {parent[0]}.{parent[1]}")
+                refs.append(Reference(schema, table, name, "planned",
+                                      f"no foreign key yet; the spec {by.name!r} adds {fk.constraint} "
+                                      f"ON DELETE {fk.on_delete_sql} to {parent[0]}.{parent[1]}"))
             else:
-                add(schema, table, name, "missing_fk", f"uuid organization reference with no foreign key to "
-                                                       f"{parent[0]}.{parent[1]}, direct or through a composite key")
+                refs.append(Reference(schema, table, name, "missing_fk",
+                                      f"uuid organization reference with no foreign key to {parent[0]}.{parent[1]}, "
+                                      "direct or through a composite key"))
+    return References(specs, schemas, by_table, list(fks), list(indexes), refs)
+
+
+def audit_schema(db: Database, spec: Spec, schemas: list[str] | None = None,
+                 patterns: list[str] | None = None, today: date | None = None,
+                 related: tuple[Spec, ...] = ()) -> list[Finding]:
+    """Audit the live catalog. Read-only. Findings are ordered by kind, then table and column.
+
+    By default the spec's schema and its parent's are audited (keys into a tenant table from its
+    own schema block its deletes too), and the organization references are the default patterns
+    plus every column the spec gives a key (a basejump project's ``account_id``). ``today`` (UTC by
+    default) decides which accepted findings have expired. ``related``: the project's other specs
+    to the same organizations table, whose exceptions, accepted findings and planned keys count too.
+
+    A ``polymorphic`` finding also says what its discriminator holds (values and row counts, one
+    ``GROUP BY`` per table), and warns when the spec's filter matches no row of a table that has
+    rows (without failing the gate: the data, not the schema, is at odds with the spec)."""
+    today = today or datetime.now(timezone.utc).date()
+    parent = (spec.parent.schema, spec.parent.table)
+    with db.read_only() as conn:
+        found = find_references(conn, spec, schemas, patterns, related)
+        exceptions = {(s.schema, e.table, e.column): e for s in reversed(found.specs) for e in s.exceptions}
+        values, payloads = {}, {}
+        for ref in found.references:
+            if ref.kind == "polymorphic":
+                exc = exceptions.get((ref.schema, ref.table, ref.column))
+                d = exc.discriminator if exc else None
+                value = d.value if d and d.column == ref.discriminator else None  # the spec's filter, if any
+                values[(ref.schema, ref.table, ref.column)] = discriminator_values(
+                    conn, ref.schema, ref.table, ref.discriminator, value)
+                if exc and exc.payload:  # the keys that hold organization ids, from a sample
+                    payloads[(ref.schema, ref.table, ref.column)] = scan_payload(
+                        conn, spec, ref.schema, ref.table, exc.payload.column, exc.payload.keys)
+    specs, fks, indexes = found.specs, found.fks, found.indexes
+    accepted = {(s.schema, a.table, a.column, a.finding): a for s in specs for a in s.accepted}
+    declared = {(s.schema, e.table, e.column): e.reason for s in specs for e in s.exceptions}
+    findings: list[Finding] = []
+
+    def add(schema, table, column, kind, detail, warning=""):
+        reason = declared.get((schema, table, column), "")
+        accept = accepted.get((schema, table, column, kind))
+        if accept and not reason:
+            findings.append(Finding(f"{schema}.{table}", column, kind, accept.expires >= today, detail,
+                                    accept.reason, accept.expires.isoformat(), warning))
+            return
+        findings.append(Finding(f"{schema}.{table}", column, kind, bool(reason), detail, reason, warning=warning))
+
+    for ref in found.references:
+        if ref.kind != "polymorphic":
+            add(ref.schema, ref.table, ref.column, ref.kind, ref.detail)
+            continue
+        seen = values[(ref.schema, ref.table, ref.column)]
+        held = f"; {seen.column} values: {seen.describe()}" if seen.total else "; no row yet"
+        scan = payloads.get((ref.schema, ref.table, ref.column))
+        if scan and scan.found:
+            held += f"; organization ids in {scan.column} under: {', '.join(scan.found)} ({scan.sampled} rows sampled)"
+        warnings = ([seen.warning] if seen.warning else []) + (scan.warnings if scan else [])
+        add(ref.schema, ref.table, ref.column, "polymorphic", ref.detail + held, "; ".join(warnings))
     covering: dict[int, list] = {}
     for idx in indexes:
         covering.setdefault(idx["relid"], []).append(idx)
@@ -292,6 +370,8 @@ def render_findings(findings: list[Finding]) -> str:
             lines.append(f"{kind}: {len(group)} ({len(open_)} undeclared). Fix: {FIX[kind]}")
         for f in group:
             lines.append(f"  [{f.mark}] {f.table}.{f.column}: {f.detail}" + (f" (reason: {f.reason})" if f.reason else ""))
+            if f.warning:
+                lines.append(f"    WARNING: {f.warning}")
     undeclared = sum(f.gates for f in findings)
     lines.append(f"{len(findings)} finding(s), {undeclared} undeclared")
     return "\n".join(lines)
@@ -314,10 +394,10 @@ def format_findings(findings: list[Finding], fmt: str = "text") -> str:
 
 
 def _annotation(f: Finding) -> str:
-    level = "error" if f.gates else "notice"
+    level = "error" if f.gates else "warning" if f.warning else "notice"
     title = _escape(f"fkrunbook audit: {f.finding} ({f.mark})", property_=True)
     message = f"{f.table}.{f.column}: {f.detail}" + (f" (reason: {f.reason})" if f.reason else "") + \
-        (f". Fix: {FIX[f.finding]}" if f.gates else "")
+        (f". Fix: {FIX[f.finding]}" if f.gates else "") + (f". WARNING: {f.warning}" if f.warning else "")
     return f"::{level} title={title}::{_escape(message)}"
 
 
@@ -337,6 +417,7 @@ def render_markdown(findings: list[Finding]) -> str:
     rows = ["| Status | Finding | Column | Why | Reason |", "|---|---|---|---|---|"]
     for f in findings:
         status = "**fails the gate**" if f.gates else f.mark
-        rows.append(f"| {cell(status)} | `{f.finding}` | `{cell(f.table)}.{cell(f.column)}` | {cell(f.detail)} | "
+        why = f.detail + (f" **Warning:** {f.warning}" if f.warning else "")
+        rows.append(f"| {cell(status)} | `{f.finding}` | `{cell(f.table)}.{cell(f.column)}` | {cell(why)} | "
                     f"{cell(f.reason)} |")
     return head + "\n" + "\n".join(rows) + "\n"

@@ -129,9 +129,13 @@ def check_spec(conn: Connection, spec: Spec, environment: str | None = None) -> 
             rows.append((exc.label, "intentional exception", "absent", "", "absent here: nothing to check"))
             continue
         cols = table_columns(conn, s, exc.table)
-        for col in [exc.column] + ([exc.discriminator.column] if exc.discriminator else []):
+        for col in [exc.column] + ([exc.discriminator.column] if exc.discriminator else []) + \
+                ([exc.payload.column] if exc.payload else []):
             if col not in cols:
                 fail(f"column {exc.table}.{col} (intentional exception {exc.label}) does not exist", exc.table, col)
+        if exc.payload and cols[exc.payload.column].type not in ("jsonb", "json"):
+            fail(f"payload column {exc.table}.{exc.payload.column} is {cols[exc.payload.column].type}, not jsonb: "
+                 "name the jsonb column that carries the organization ids", exc.table, exc.payload.column)
         rows.append((exc.label, "intentional exception", RELKINDS.get(kind, kind), cols[exc.column].type, "ok"))
     return pd.DataFrame(rows, columns=["column", "role", "relation", "type", "status"])
 

@@ -628,7 +628,9 @@ def _brief(value) -> str:
     if isinstance(value, dict) and "rows_deleted" in value and value.get("organization") is None:
         return "nothing to measure (no organization yet)"
     if isinstance(value, dict) and "rows_deleted" in value:
-        return f"{value['rows_deleted']} rows would go with one organization" + (" (BLOCKED)" if value["blocked"] else "")
+        left = value.get("rows_left_behind")
+        return f"{value['rows_deleted']} rows would go with one organization" + (
+            f", {left} left behind without a key" if left else "") + (" (BLOCKED)" if value["blocked"] else "")
     return str(value)
 
 

@@ -35,6 +35,7 @@ from .config import DocsLayout
 from .database import Database
 from .errors import FkrunbookError
 from .keywords import IndexEntry, escape_cell, merge_keyword_rows
+from .polymorphic import Profile, profile_exceptions
 from .spec import Spec
 
 BEGIN = "<!-- fkrunbook:begin (generated from the live catalog by fkrunbook docs_update; edit outside the markers) -->"
@@ -220,10 +221,15 @@ def render_graph(db: Database, spec: Spec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_methodology(spec: Spec) -> str:
-    """How orphans are found, with the exact queries, for the FK columns and the polymorphic ones."""
+def render_methodology(spec: Spec, seen: Profile | None = None) -> str:
+    """How orphans are found, with the exact queries, for the FK columns and the polymorphic ones.
+    ``seen`` (what the data holds, :func:`fkrunbook.polymorphic.profile_exceptions`) adds the
+    discriminator values found, a warning where the spec's filter matches none of them, and the
+    payload keys that hold organization ids but are not checked. Values, not counts: the text
+    changes when the data's kinds change, not with every row written."""
     from .orphans import orphan_query, payload_orphan_query, stream_orphan_query
 
+    seen = seen or Profile()
     lines = [BEGIN, "", "An orphan is a row whose organization no longer exists. They are counted with a `NOT EXISTS` "
              "anti-join, never `NOT IN` (a single NULL makes `NOT IN` return nothing); a NULL in a nullable column is "
              "not an orphan.", "", "## Foreign-key columns", "",
@@ -234,32 +240,81 @@ def render_methodology(spec: Spec) -> str:
     lines += ["## References that cannot have a foreign key", "",
               "Polymorphic references point at a different table per row, chosen by a discriminator column. They "
               "are checked per discriminator value: only the rows of the organization type are compared with the "
-              "organizations table. Ids carried inside event payloads are checked the same way. These rows are "
-              "history: they are reported, never deleted.", ""]
+              "organizations table. Ids carried inside event payloads are checked the same way, under every key "
+              "the spec lists. These rows are history: they are reported, never deleted.", ""]
     for exc in spec.exceptions:
         if exc.discriminator:
-            query = stream_orphan_query(spec, exc, "count(*)").replace(":stream_type", f"'{exc.discriminator.value}'")
-            lines += [f"`{exc.label}` where `{exc.discriminator.column} = '{exc.discriminator.value}'`:", "",
-                      "```sql", query + ";", "```", ""]
+            d = exc.discriminator
+            query = stream_orphan_query(spec, exc, "count(*)").replace(":stream_type", f"'{d.value}'")
+            lines += [f"`{exc.label}` where `{d.column} = '{d.value}'`:", ""]
+            values = seen.discriminators.get(exc.label)
+            if values is not None:
+                lines += [_values_line(values), ""]
+                if values.warning:
+                    lines += [f"**Warning:** `{d.column} = '{d.value}'` matches no row of `{exc.table}`, so this "
+                              "query finds no orphan there whatever the data; the spec's filter may be wrong: fix "
+                              "its discriminator value, then generate these docs again.", ""]
+            lines += ["```sql", query + ";", "```", ""]
         if exc.payload:
-            lines += [f"`{exc.table}.{exc.payload.column}->>'{exc.payload.key}'`:", "", "```sql",
-                      payload_orphan_query(spec, exc, "count(*)") + ";", "```", ""]
+            for key in exc.payload.keys:
+                lines += [f"`{_payload_text(exc.table, exc.payload.column, key)}`:", "", "```sql",
+                          payload_orphan_query(spec, exc, "count(*)", key) + ";", "```", ""]
+            lines += _unchecked_keys(seen, exc.label)
     lines += [END]
     return "\n".join(lines) + "\n"
 
 
-def render_cleanup_steps(spec: Spec, dry_run: bool, methodology: str = METHODOLOGY) -> str:
+def _values_line(values) -> str:
+    shown = ", ".join(f"`{'NULL' if v is None else v}`" for v, _ in values.counts)
+    more = " and others" if values.others else ""
+    return (f"Values of `{values.column}` in the database when this was generated: {shown}{more}."
+            if values.counts else f"`{values.table}` had no row when this was generated.")
+
+
+def _payload_text(table: str, column: str, key: str) -> str:
+    path = key.split(".")
+    if len(path) == 1:
+        return f"{table}.{column}->>'{key}'"
+    return f"{table}.{column} #>> '{{{','.join(path)}}}'"
+
+
+def _unchecked_keys(seen: Profile, label: str) -> list[str]:
+    """A warning for the payload keys a sample found holding organization ids that the spec does not list."""
+    scan = seen.payloads.get(label)
+    missed = [k.key for k in scan.keys if k.organizations and not k.listed] if scan else []
+    if not missed:
+        return []
+    keys = ", ".join(f"`{_payload_text(scan.table, scan.column, k)}`" for k in missed)
+    return [f"**Warning:** a sample of `{scan.table}.{scan.column}` also found organization ids under {keys}, "
+            "which the spec's payload keys do not list: those are not checked; add them to the spec.", ""]
+
+
+def render_cleanup_steps(spec: Spec, dry_run: bool, methodology: str = METHODOLOGY, seen: Profile | None = None) -> str:
     """The non-FK orphan steps to add to the organization clean-up procedures; ``methodology`` is
-    how the procedure refers to the methodology doc (a link relative to it)."""
+    how the procedure refers to the methodology doc (a link relative to it); ``seen`` (what the
+    data holds) marks a filter that matches no row and payload keys the spec misses."""
+    seen = seen or Profile()
     verb = "Report" if dry_run else "Report (never delete)"
     lines = [BEGIN, "", "### Orphans that no foreign key can catch", "",
              "1. Run the orphan check: `fkrunbook run --env staging --phase orphan_check` (read-only).",
              f"2. {verb} the organization streams and payload references whose organization is gone:"]
     for exc in spec.exceptions:
         if exc.discriminator:
-            lines.append(f"   - `{exc.label}` with `{exc.discriminator.column} = '{exc.discriminator.value}'`")
+            d = exc.discriminator
+            values = seen.discriminators.get(exc.label)
+            warn = ""
+            if values is not None and values.warning:
+                found = ", ".join(f"`{v}`" for v, _ in values.counts)
+                warn = f": **this filter matches no row here** (values found: {found}); fix the spec first"
+            lines.append(f"   - `{exc.label}` with `{d.column} = '{d.value}'`{warn}")
         if exc.payload:
-            lines.append(f"   - `{exc.table}.{exc.payload.column}->>'{exc.payload.key}'`")
+            for key in exc.payload.keys:
+                lines.append(f"   - `{_payload_text(exc.table, exc.payload.column, key)}`")
+            scan = seen.payloads.get(exc.label)
+            for k in (scan.keys if scan else ()):
+                if k.organizations and not k.listed:
+                    lines.append(f"   - not checked: `{_payload_text(scan.table, scan.column, k.key)}` also holds "
+                                 "organization ids; add it to the spec's payload keys")
     lines.append("   These are append-only history: they stay, and the count is recorded in the run's evidence.")
     if dry_run:
         lines.append("3. Dry run of the clean-up: `fkrunbook run --env staging --phase orphan_cleanup` shows every "
@@ -346,11 +401,13 @@ def _plan(db: Database, spec: Spec, layout: DocsLayout) -> list[_Doc]:
             docs.append(_Doc(layout.rel(path), path, merge_block(old, blocks[table], table),
                              columns={c: [table] for c in sorted(validated.get(table, ()))}))
     table_docs = [(t, d) for (_, t), d in zip(tables, docs) if d.text is not None]
+    with db.read_only() as conn:
+        seen = profile_exceptions(conn, spec)  # what the polymorphic references hold, for the methodology
     graph, methodology = layout.new / GRAPH, layout.new / METHODOLOGY
     docs.append(_Doc(layout.rel(graph), graph, merge_block(_read(graph), render_graph(db, spec),
                                                            "Organization foreign-key graph")))
-    docs.append(_Doc(layout.rel(methodology), methodology, merge_block(_read(methodology), render_methodology(spec),
-                                                                       "Orphan detection methodology")))
+    docs.append(_Doc(layout.rel(methodology), methodology, merge_block(
+        _read(methodology), render_methodology(spec, seen), "Orphan detection methodology")))
     by_column: dict[str, list[str]] = {}
     for _, table in tables:
         for column in sorted(validated.get(table, ())):
@@ -358,7 +415,7 @@ def _plan(db: Database, spec: Spec, layout: DocsLayout) -> list[_Doc]:
     procedures = layout.procedure_files()
     for path in procedures:
         link = f"[{layout.rel(methodology)}]({Path(os.path.relpath(methodology, path.parent)).as_posix()})"
-        steps = render_cleanup_steps(spec, _is_dry_run(path), link)
+        steps = render_cleanup_steps(spec, _is_dry_run(path), link, seen)
         docs.append(_Doc(layout.rel(path), path, merge_block(_read(path), steps, path.stem), columns=by_column))
     if not procedures:
         docs.append(_Doc(", ".join(layout.procedures) or "[docs] procedures", None, None,

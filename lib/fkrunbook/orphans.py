@@ -5,8 +5,11 @@ anti-join; never NOT IN, which one NULL turns into "no rows"); the parent table 
 its own schema, which may differ from the children's. The clean-up does to an orphan what
 its key will do when an organization is deleted: it deletes the row (CASCADE), or keeps it and
 clears the column (SET NULL, SET DEFAULT). For a polymorphic event-store reference an orphan is a
-stream of the organization type whose organization is gone; those are reported, never deleted
-(the event store is append-only history).
+stream of the organization type whose organization is gone, or an organization id under one of
+the spec's payload keys whose organization is gone; those are reported, never deleted (the event
+store is append-only history). Beside them the check shows what the data says about those
+references (:mod:`fkrunbook.polymorphic`): the discriminator's values and the payload keys that
+hold organization ids, with a warning where the spec's filter or keys miss them.
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from .catalog import environment_identity, relation_kind
 from .database import Database
 from .errors import EvidenceUnwritableError, OrphanCleanupError, OrphansPresentError
 from .guard import exclusive_change, require_approval
-from .spec import ForeignKey, IntentionalException, Spec
+from .polymorphic import UUID_PATTERN, Profile, profile_exceptions
+from .spec import ForeignKey, IntentionalException, Payload, Spec
 from .sqltext import ident, literal, qualified
 
 QUARANTINE_SCHEMA = "fkrunbook_quarantine"
@@ -56,13 +60,20 @@ def stream_orphan_query(spec: Spec, exc: IntentionalException, select: str) -> s
             f"WHERE p.{ident(parent.column)} = e.{ident(exc.column)})")
 
 
-UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+def payload_reference(payload: Payload, key: str, alias: str = "e") -> str:
+    """The text under one payload key: ``(e.event_data ->> 'org_id')``, or ``#>> '{organization,id}'``
+    one level down."""
+    path = payload.path(key)
+    if len(path) == 1:
+        return f"({alias}.{ident(payload.column)} ->> {literal(key)})"
+    return f"({alias}.{ident(payload.column)} #>> {literal('{' + ','.join(path) + '}')})"
 
 
-def payload_orphan_query(spec: Spec, exc: IntentionalException, select: str) -> str:
-    """Rows whose jsonb payload names an organization (a well-formed uuid) that does not exist."""
-    pl, parent = exc.payload, spec.parent
-    ref = f"(e.{ident(pl.column)} ->> {literal(pl.key)})"
+def payload_orphan_query(spec: Spec, exc: IntentionalException, select: str, key: str | None = None) -> str:
+    """Rows whose jsonb payload names, under ``key`` (default the spec's first), an organization (a
+    well-formed uuid) that does not exist."""
+    parent = spec.parent
+    ref = payload_reference(exc.payload, key or exc.payload.keys[0])
     return (f"SELECT {select} FROM {qualified(spec.schema, exc.table)} e WHERE {ref} ~ {literal(UUID_PATTERN)} "
             f"AND NOT EXISTS (SELECT 1 FROM {qualified(parent.schema, parent.table)} p "
             f"WHERE p.{ident(parent.column)} = {ref}::uuid)")
@@ -72,6 +83,12 @@ def payload_orphan_query(spec: Spec, exc: IntentionalException, select: str) -> 
 class OrphanReport:
     summary: pd.DataFrame                 # one row per spec'd column
     samples: dict[str, pd.DataFrame] = field(default_factory=dict)  # "table.column" -> orphan rows / stream ids
+    seen: Profile = field(default_factory=Profile)  # discriminator values and payload keys, from the data
+
+    @property
+    def warnings(self) -> list[str]:
+        """Where the spec's discriminator filter or payload keys miss what the data holds."""
+        return self.seen.warnings
 
     @property
     def fk_orphans(self) -> dict[str, int]:
@@ -92,15 +109,16 @@ class OrphanReport:
 
     def conclude(self, fail: bool = False) -> Markdown:
         """The verdict, for display; with ``fail``, raise :class:`OrphansPresentError` when not clean
-        (a scheduled orphan detection should fail loudly)."""
+        (a scheduled orphan detection should fail loudly). The warnings follow it."""
         if fail and not self.clean:
             raise OrphansPresentError(self.fk_orphans)
-        return Markdown(f"**{self.verdict}**")
+        return Markdown(f"**{self.verdict}**" + "".join(f"\n\n**Warning:** {w}" for w in self.warnings))
 
     def results(self) -> dict:
         return {"orphans": self.fk_orphans, "clean": self.clean,
                 "orphan_streams": {r["column"]: int(r["orphan_rows"]) for _, r in self.summary.iterrows()
-                                   if r["kind"] in ("event stream", "event payload")}}
+                                   if r["kind"] in ("event stream", "event payload")},
+                "warnings": self.warnings, **self.seen.results()}
 
 
 def find_orphans(db: Database, spec: Spec, sample_size: int = 5) -> OrphanReport:
@@ -133,14 +151,16 @@ def find_orphans(db: Database, spec: Spec, sample_size: int = 5) -> OrphanReport
         for exc in spec.exceptions:
             if exc.payload is None or relation_kind(conn, spec.schema, exc.table) is None:
                 continue
-            label = f"{exc.table}.{exc.payload.column}->{exc.payload.key}"
-            ref = f"(e.{ident(exc.payload.column)} ->> {literal(exc.payload.key)})"
-            count, refs = conn.execute(text(payload_orphan_query(spec, exc, f"count(*), count(DISTINCT {ref})"))).one()
-            rows.append((label, "event payload", int(count), int(refs),
-                         "report only (append-only history)" if count else "none"))
+            for key in exc.payload.keys:
+                ref = payload_reference(exc.payload, key)
+                count, refs = conn.execute(text(payload_orphan_query(
+                    spec, exc, f"count(*), count(DISTINCT {ref})", key))).one()
+                rows.append((exc.payload.label(exc.table, key), "event payload", int(count), int(refs),
+                             "report only (append-only history)" if count else "none"))
+        seen = profile_exceptions(conn, spec)
     summary = pd.DataFrame(rows, columns=["column", "kind", "orphan_rows", "orphan_streams", "action"])
     summary["orphan_streams"] = summary["orphan_streams"].astype("Int64")
-    return OrphanReport(summary, samples)
+    return OrphanReport(summary, samples, seen)
 
 
 @dataclass

@@ -67,7 +67,7 @@ REGISTRY = (
     Phase("orphan_check", "01_orphan_check.ipynb", "Orphan check", True, (
         Parameter("sample_size", int, 5, "orphan_check: orphan rows shown per column"),
         Parameter("fail_on_orphans", bool, False, "orphan_check: fail when any orphan exists (scheduled detection)"),
-    ), ("orphans", "orphan_streams")),
+    ), ("orphans", "orphan_streams", "warnings")),
     Phase("orphan_cleanup", "02_orphan_cleanup.ipynb", "Orphan clean-up", False, (
         Parameter("confirm", bool, False, "orphan_cleanup: really delete the orphans (copies kept)"),
         _APPROVE,

@@ -17,6 +17,9 @@ import yaml
 from .errors import SpecError
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+# A key inside a jsonb payload: letters (either case), digits and _, top level or one level nested
+# (``organization.id``); the SQL quotes it as a literal, the pattern keeps the spec readable.
+JSON_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 MAX_IDENTIFIER = 63
 ON_DELETE = {"cascade": "CASCADE", "restrict": "RESTRICT", "no action": "NO ACTION",
              "set null": "SET NULL", "set default": "SET DEFAULT"}
@@ -64,9 +67,19 @@ class Discriminator:
 
 @dataclass(frozen=True)
 class Payload:
-    """An organization id carried inside a jsonb column (``event_data->>'organization_id'``)."""
+    """Organization ids carried inside a jsonb column, under one key or several
+    (``event_data->>'organization_id'``, ``event_data->>'org_id'``); a nested key is written
+    ``parent.child`` (``event_data #>> '{organization,id}'``)."""
     column: str
-    key: str
+    keys: tuple[str, ...]
+
+    def path(self, key: str) -> tuple[str, ...]:
+        """A key as the path of its levels: ``organization.id`` -> ("organization", "id")."""
+        return tuple(key.split("."))
+
+    def label(self, table: str, key: str) -> str:
+        """How reports name one key: ``domain_events.event_data->organization_id``."""
+        return f"{table}.{self.column}->" + "->".join(self.path(key))
 
 
 @dataclass(frozen=True)
@@ -223,9 +236,7 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
                                  str(p.required(d, "value", f"{where}.discriminator")))
         payload = None
         if item.get("payload") is not None:
-            raw_payload = p.mapping(item["payload"], f"{where}.payload")
-            payload = Payload(p.identifier(raw_payload, "column", f"{where}.payload"),
-                              p.identifier(raw_payload, "key", f"{where}.payload"))
+            payload = p.payload(item["payload"], f"{where}.payload")
         exceptions.append(IntentionalException(p.identifier(item, "table", where), p.identifier(item, "column", where),
                                                p.text(item, "reason", where), disc, payload))
     labels = [fk.label for fk in fks] + [e.label for e in exceptions]
@@ -308,6 +319,32 @@ class _Parser:
             self.fail(f"{where}.{key} {value!r} is not a plain PostgreSQL identifier "
                       f"(lower-case letters, digits and _, at most {MAX_IDENTIFIER} characters)")
         return value
+
+    def payload(self, raw, where) -> Payload:
+        """``{column, key: k}`` (one key, as specs have always written it) or ``{column, keys: [k, ...]}``."""
+        raw = self.mapping(raw, where)
+        column = self.identifier(raw, "column", where)
+        if "key" in raw and "keys" in raw:
+            self.fail(f"{where} has both 'key' and 'keys'; write keys: [a, b] for several keys")
+        if raw.get("keys") is not None:
+            keys = self.sequence(raw["keys"], f"{where}.keys")
+            if not keys:
+                self.fail(f"{where}.keys is empty; list at least one key that holds an organization id "
+                          "(e.g. keys: [organization_id])")
+            named = [(f"{where}.keys[{i}]", key) for i, key in enumerate(keys)]
+        elif raw.get("key") not in (None, ""):
+            named = [(f"{where}.key", raw["key"])]
+        else:
+            self.fail(f"{where} has no 'keys'; add keys: [organization_id] (or key: organization_id)")
+        for place, key in named:
+            if not isinstance(key, str) or not JSON_KEY.fullmatch(key):
+                self.fail(f"{place} {key!r} is not a plain JSON key (letters, digits and _, not starting with a "
+                          "digit; one level nested as parent.child)")
+        keys = [key for _, key in named]
+        for key in keys:
+            if keys.count(key) > 1:
+                self.fail(f"{where}.keys lists {key!r} twice; list each key once")
+        return Payload(column, tuple(keys))
 
     def text(self, mapping, key, where):
         value = self.required(mapping, key, where)

@@ -14,7 +14,7 @@ never a way around a constraint.
 What is planted, per spec column: rows whose organization id names no organization (each foreign
 key column); per intentional exception with a discriminator, rows of the organization stream type
 whose stream id names no organization, and rows of another stream type (not orphans); per payload,
-references (``payload.column ->> payload.key``) to an organization that does not exist. The counts
+references (``payload.column ->> key``, under each of the payload's keys) to an organization that does not exist. The counts
 come from the rows as the database returned them (after the BEFORE triggers), checked against the
 parent table at the end, and have the shape :func:`fkrunbook.orphans.find_orphans` reports.
 Rows already there (a dump may carry some) are left alone, and their orphans counted first.
@@ -126,8 +126,9 @@ def seed_team_data(conn: psycopg.Connection, spec: Spec, rows: int = 200, plante
 
 @dataclass
 class _Merge:
-    """A jsonb column's value: the copied row's object with ``key`` set to ``value``."""
-    key: str
+    """A jsonb column's value: the copied row's object with each key path (the spec's payload keys,
+    ``("tenant", "id")`` for ``tenant.id``) set to ``value``."""
+    paths: tuple[tuple[str, ...], ...]
     value: str
 
     def over(self, base: str | None) -> str:
@@ -135,7 +136,15 @@ class _Merge:
             found = json.loads(base) if isinstance(base, str) else None
         except ValueError:
             found = None
-        return json.dumps({**(found if isinstance(found, dict) else {}), self.key: self.value})
+        merged = found if isinstance(found, dict) else {}
+        for path in self.paths:
+            level = merged
+            for part in path[:-1]:
+                if not isinstance(level.get(part), dict):
+                    level[part] = {}
+                level = level[part]
+            level[path[-1]] = self.value
+        return json.dumps(merged)
 
 
 class _Writer:
@@ -408,16 +417,15 @@ class _Seeder:
             streams[exc.label] = sum(1 for r in written[exc.table]
                                      if r[d.column] == d.value and r[exc.column] not in known)
         for exc in spec.exceptions:
-            if exc.payload is None:
-                continue
-            label = _payload_label(exc)
-            if exc.table not in written:
-                if label in after:
-                    streams[label] = after[label]
-                    read_back.append(label)
-                continue
-            streams[label] = sum(1 for r in written[exc.table]
-                                 if _payload_orphan(r.get(exc.payload.column), exc.payload.key, ids))
+            for key in (exc.payload.keys if exc.payload is not None else ()):
+                label = exc.payload.label(exc.table, key)
+                if exc.table not in written:
+                    if label in after:
+                        streams[label] = after[label]
+                        read_back.append(label)
+                    continue
+                streams[label] = sum(1 for r in written[exc.table]
+                                     if _payload_orphan(r.get(exc.payload.column), exc.payload.path(key), ids))
         # orphans in rows nobody here wrote: the team's triggers copied a planted organization id on
         by_triggers = {k: n for kind, planted in (("orphans", orphans), ("orphan_streams", streams))
                        for k, v in planted.items() if k not in read_back
@@ -450,7 +458,8 @@ class _Seeder:
                 if d is not None:
                     fixed[d.column] = d.value if kind == "organization" else other[exc.label]
                 if exc.payload is not None:
-                    fixed[exc.payload.column] = _Merge(exc.payload.key, payload or org)
+                    fixed[exc.payload.column] = _Merge(tuple(exc.payload.path(k) for k in exc.payload.keys),
+                                                       payload or org)
             return fixed
 
         first = [row(pool[0])]
@@ -514,8 +523,9 @@ class _Seeder:
                     if self._relkind(exc.table) else 0
         for exc in spec.exceptions:
             if exc.payload is not None and self._relkind(exc.table):
-                counts["orphan_streams"][_payload_label(exc)] = self.conn.execute(
-                    payload_orphan_query(spec, exc, "count(*)")).fetchone()[0]
+                for key in exc.payload.keys:
+                    counts["orphan_streams"][exc.payload.label(exc.table, key)] = self.conn.execute(
+                        payload_orphan_query(spec, exc, "count(*)", key)).fetchone()[0]
         return counts
 
     def _table_counts(self) -> dict[str, int]:
@@ -537,15 +547,13 @@ def _fresh_rank(col) -> tuple:
     return bool(col.check_defs), kind
 
 
-def _payload_label(exc: IntentionalException) -> str:
-    return f"{exc.table}.{exc.payload.column}->{exc.payload.key}"
-
-
-def _payload_orphan(payload: str | None, key: str, ids: set) -> bool:
+def _payload_orphan(payload: str | None, path: tuple[str, ...], ids: set) -> bool:
     """As the orphan check sees it: the key's value is a well-formed uuid naming no organization."""
     try:
-        value = json.loads(payload).get(key) if payload else None
-    except (ValueError, AttributeError):
+        value = json.loads(payload) if payload else None
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+    except ValueError:
         return False
     if not isinstance(value, str) or not UUID.fullmatch(value):
         return False
