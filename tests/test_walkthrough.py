@@ -28,13 +28,17 @@ TIMINGS: dict[str, float] = {}
 
 def execute(path, allow_errors=False):
     """Run a notebook file as JupyterLab's Run All does (its folder as the kernel's working
-    folder); the executed notebook and the seconds it took."""
+    folder, stopping at the first failing cell); the executed notebook (on failure, as the
+    error's ``book``)."""
     book = nbformat.read(path, as_version=4)
     started = time.monotonic()
     client = nbclient.NotebookClient(book, timeout=300, kernel_name="python3", allow_errors=allow_errors,
                                      resources={"metadata": {"path": str(path.parent)}})
     try:
         client.execute()
+    except nbclient.exceptions.CellExecutionError as err:
+        err.book = book
+        raise
     finally:
         TIMINGS[path.stem + ("" if path.stem not in TIMINGS else " (again)")] = time.monotonic() - started
     return book
@@ -158,3 +162,78 @@ def test_the_demo_after_the_walkthrough_joins_the_same_chain(walked):
     finish = nbformat.read(demo.path / "01_orphan_check.ipynb", as_version=4).cells[-1]
     assert "kept by `fkrunbook run`" in finish.outputs[0].data["text/markdown"]  # finish() leaves it to the runner
     assert verify_archive(project / "audit") == ([], 3)
+
+
+# -- on an environment reached by URL (the test database, through an environments file) -------------
+@pytest.fixture
+def url_project(project_copy, database):
+    """The copied project, its fkrunbook.toml reaching the test database as environments 'test'
+    and 'guarded' (protected)."""
+    from .conftest import project_config, write_config
+
+    write_config(project_config(project_copy, database.environments), project_copy)
+    return load_config(project_copy / "fkrunbook.toml")
+
+
+def _error_outputs(book):
+    return [o for c in book.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+
+
+@pytest.mark.parametrize("env, notebook, values, command", [
+    ("test", "02_orphan_cleanup.ipynb", {"confirm": True}, "fkrunbook run --env test --phase orphan_cleanup --confirm"),
+    ("test", "02_orphan_cleanup.ipynb", {}, "fkrunbook run --env test --phase orphan_cleanup"),
+    ("guarded", "04_apply.ipynb", {"approve": "0f3a9c"}, "fkrunbook run --env guarded --phase apply --approve 0f3a9c"),
+    ("test", "05_cascade_validation.ipynb", {"blast_org": "acme"},
+     "fkrunbook run --env test --phase cascade_validation --blast-org acme"),
+], ids=["cleanup-confirmed", "cleanup-dry-run", "apply-approved-protected", "cascade"])
+def test_a_phase_that_writes_refuses_outside_local_naming_the_command(url_project, database, env, notebook, values,
+                                                                      command):
+    from .conftest import schema_state
+
+    before = schema_state(database.url)
+    walkthrough = prepare_walkthrough(url_project, env)
+    edit(walkthrough.folder / notebook, **values)
+    with pytest.raises(nbclient.exceptions.CellExecutionError) as info:
+        execute(walkthrough.folder / notebook)
+    (refused,) = _error_outputs(info.value.book)  # what the engineer sees under the start cell
+    assert refused.ename == "InteractiveChangeRefusedError"
+    assert refused.traceback == [f"InteractiveChangeRefusedError: {refused.evalue}"]  # one line, no library traceback
+    assert refused.evalue.endswith(f"through the runner, which seals its evidence: {command}")
+    assert f"On {env!r} run it" in refused.evalue and "nothing was changed" in refused.evalue
+    assert schema_state(database.url) == before
+    assert not (url_project.evidence / env).exists()  # no run folder, no pending folder
+
+
+def test_read_only_phases_run_on_any_environment_and_join_the_chain_around_a_runner_run(url_project, database):
+    from fkrunbook.runbook import run_phases
+
+    walkthrough = prepare_walkthrough(url_project, "test")
+    execute(walkthrough.folder / "01_orphan_check.ipynb")
+    runner = run_phases(url_project, "test", ["orphan_check"])  # a CLI run sealed in between
+    execute(walkthrough.folder / "03_migration_preview.ipynb")
+    runs = sorted(load_runs(url_project.evidence, "test"), key=lambda r: r.sequence)
+    assert [(r.run_id, r.mode) for r in runs] == [(walkthrough.run_id, "interactive"), (runner.run_id, "runner"),
+                                                  (f"{walkthrough.run_id}.2", "interactive")]
+    # the walkthrough's run was no longer the chain head: the preview opened its next run, linked after the CLI's
+    assert runs[2].manifest["previous_manifest_sha256"] == runs[1].manifest_sha256
+    assert [p["name"] for p in runs[2].manifest["phases"]] == ["migration_preview"]
+    assert len(runs[2].manifest["plan_hash"]) == 64
+    assert verify_archive(url_project.evidence) == ([], 3)
+    for run in runs:
+        for path in run.path.rglob("*"):
+            assert database.url.encode() not in path.read_bytes() if path.is_file() else True
+
+
+def test_a_failing_cell_seals_the_phase_as_failed(url_project, database):
+    walkthrough = prepare_walkthrough(url_project, "test")
+    notebook = walkthrough.folder / "01_orphan_check.ipynb"
+    edit(notebook, fail_on_orphans=True)
+    with pytest.raises(nbclient.exceptions.CellExecutionError, match="OrphansPresentError"):
+        execute(notebook)  # Run All stops at the failing cell
+    (run,) = load_runs(url_project.evidence, "test")
+    assert run.sealed and run.status == "failed" and run.mode == "interactive"
+    assert run.manifest["phases"][0]["error"].startswith("OrphansPresentError: orphan rows would violate")
+    executed = nbformat.read(run.path / "01_orphan_check.ipynb", as_version=4)
+    assert [o.ename for o in _error_outputs(executed)] == ["OrphansPresentError"]
+    assert executed.cells[-1].source == "report.conclude(fail=fail_on_orphans)"  # it ends where the run stopped
+    assert verify_archive(url_project.evidence) == ([], 1)
