@@ -28,7 +28,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from .catalog import check_spec
-from .config import Config, find_config
+from .config import CONFIG_FILE, Config, find_config
 from .database import Database, connect
 from .environment import get_environment
 from .errors import InteractiveChangeRefusedError, PhaseParameterError
@@ -278,7 +278,8 @@ def _refuse_change_outside_local(phase: str, environment, config: Config, spec_p
         return
     spec = "" if Path(spec_path).resolve() == config.spec.resolve() else config.rel(Path(spec_path))
     here = Path.cwd().resolve()
-    project = "" if here == config.root or config.root in here.parents else str(config.path or config.root)
+    found = next((folder / CONFIG_FILE for folder in (here, *here.parents) if (folder / CONFIG_FILE).is_file()), None)
+    project = "" if found and config.path and found.resolve() == config.path.resolve() else str(config.path or config.root)
     command = runner_command(phase, environment.name, values, spec, project)
     raise InteractiveChangeRefusedError(
         f"{phase} changes the database, and a notebook changes only a local one; nothing was changed. On "
