@@ -187,7 +187,7 @@ def lab(env, port, token, no_browser, spec, project):
     there leaves its evidence, sealed, in <evidence>/<env>/<run-id>/. The local database is
     started, and stopped again when JupyterLab exits (Ctrl-C).
 
-    Example: FKRUNBOOK_LAB_TOKEN=$(openssl rand -hex 16) fkrunbook lab --port 8888 --no-browser
+    Example: fkrunbook lab --port 8888 --no-browser   (token: export FKRUNBOOK_LAB_TOKEN first, or use the one printed)
     """
     from .lab import run_lab
 
