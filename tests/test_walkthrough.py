@@ -120,6 +120,7 @@ def test_each_notebook_run_as_jupyterlab_runs_it_is_sealed_into_the_walkthroughs
             assert entry["status"] == "succeeded" and entry["mode"] == "interactive", entry
             assert set(PHASES[entry["name"]].key_results) <= set(entry["results"]), entry["name"]
             executed = nbformat.read(run.path / entry["notebook"], as_version=4)
+            nbformat.validate(executed)
             code = [c for c in executed.cells if c.cell_type == "code"]
             assert code[0].metadata.get("tags") == ["parameters"] and executed.cells[0].cell_type == "markdown"
             assert code[-1].source == "ctx.finish()" and "evidence is sealed" in code[-1].outputs[0].data["text/plain"]

@@ -188,7 +188,7 @@ def _run_until_stopped(command: list[str], cwd: Path, env: dict, runtime: Path) 
         raise _Stop()
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
-    process = subprocess.Popen(command, cwd=cwd, env=env, start_new_session=True)
+    process = subprocess.Popen(command, cwd=cwd, env=env, preexec_fn=_own_session_ending_with_parent)
     try:
         return process.wait()
     except (KeyboardInterrupt, _Stop):
@@ -207,6 +207,16 @@ def _run_until_stopped(command: list[str], cwd: Path, env: dict, runtime: Path) 
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)  # anything JupyterLab left in its session
         _stop_kernels(runtime)
+
+
+def _own_session_ending_with_parent() -> None:
+    """In the child, before JupyterLab starts: a session of its own, and (Linux) SIGTERM when this
+    process dies, even killed outright, so JupyterLab never outlives ``fkrunbook lab``."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _stop_kernels(runtime: Path) -> None:
