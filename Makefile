@@ -30,9 +30,11 @@ $(VENV)/.lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[lab,test]'
 	touch $(VENV)/.lab
 
+# JupyterLab on working copies of the notebooks (tracked ones stay clean), the local database
+# started and stopped with it; works as root and headless. `make lab LAB_ARGS="--port 8888"`;
+# token from FKRUNBOOK_LAB_TOKEN.
 lab: $(VENV)/.lab
-	$(BIN)/fkrunbook local start
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/fkrunbook lab $(LAB_ARGS)
 
 clean:
 	-$(BIN)/fkrunbook local stop

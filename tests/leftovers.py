@@ -3,7 +3,8 @@ PostgreSQL server or a notebook kernel started by the tests is still alive when 
 
 Every process the tests start inherits ``FKRUNBOOK_TEST_RUN``, an id made fresh for each run (the
 xdist workers share their controller's): postgres started through pg_ctl, kernels started by
-papermill or nbclient, the ``fkrunbook`` processes of CLI tests. A PostgreSQL server is also known
+papermill, nbclient or JupyterLab, JupyterLab itself (``fkrunbook lab``), the ``fkrunbook``
+processes of CLI tests. A PostgreSQL server is also known
 by its data folder under the run's base temp folder. The check runs once, in the controller (or
 the only process), after every worker has torn down its fixtures; whatever it finds, it stops,
 lists and turns into a failed run.
@@ -42,6 +43,8 @@ def _kind(proc: psutil.Process) -> str | None:
         return "postgres"
     if any("ipykernel" in part for part in cmd):
         return "kernel"
+    if any(os.path.basename(part) in ("jupyterlab", "jupyter-lab") for part in cmd[:3]):
+        return "jupyter"
     if any(os.path.basename(part) == "fkrunbook" for part in cmd[:2]):
         return "fkrunbook"
     return None

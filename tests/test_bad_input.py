@@ -6,6 +6,7 @@ Every case fails before any notebook runs, so each is run in-process with click'
 (tests/test_cli.py runs the console script itself, where the process boundary is the point)."""
 import hashlib
 import shutil
+import socket
 from pathlib import Path
 
 import psycopg
@@ -70,6 +71,13 @@ def local_team_schema(folder):
         result = invoke("local", "reset", "--from-migrations", folder, "--rows", "0", cwd=project)
         assert result.exit_code == 0, result.output
     return apply
+def busy_port(project, database):
+    """A port something already listens on (until the test ends)."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    database.held_socket = held
+    return {"busy_port": str(held.getsockname()[1])}
 
 
 CASES = [
@@ -203,6 +211,12 @@ CASES = [
     ("local-spec-without-team-schema", ["local", "reset", "--spec", SPEC], {}, None,
      "--spec applies with --from-migrations or --from-dump", 1),
     ("demo-team-rows-negative", ["demo", "--from-migrations", "--rows", "-1"], {}, None, "--rows -1 is negative", 1),
+    ("lab-unknown-environment", ["lab", "--env", "stagng"], {}, None,
+     "environment 'stagng' is not defined; known: local, staging, production", 1),
+    ("lab-port-in-use", ["lab", "--port", "{busy_port}"], {}, busy_port,
+     "is in use on 127.0.0.1; choose another with --port, or leave --port out for a free one", 1),
+    ("lab-token-too-short", ["lab", "--no-browser"], {"FKRUNBOOK_LAB_TOKEN": "abc"}, None,
+     "the JupyterLab token is 3 characters long; use at least 16", 1),
 ]
 
 
@@ -260,11 +274,10 @@ def local_data_dir(project_copy):
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(case, project_copy, database, tmp_path, password_role, local_data_dir):
     name, args, env, setup, expected, status = case
-    if setup:
-        setup(project_copy, database)
+    extra = setup(project_copy, database) if setup else None
     fill = {"url_no_db": database.url.replace(f"/{database.name}?", "/no_such_database?"),
             "url_bad_role": database.url.replace("postgres@", "no_such_role:pw@"),
-            "url_wrong_password": database.url.replace("postgres@", f"{password_role}:Wr0ng-pw@")}
+            "url_wrong_password": database.url.replace("postgres@", f"{password_role}:Wr0ng-pw@"), **(extra or {})}
     env = {"STAGING_DATABASE_URL": database.url, **{k: v.format(**fill) for k, v in env.items()}}
     args = [a.format(**fill) for a in args]
     runs_before = sorted((project_copy / "audit").rglob("manifest.json")) if (project_copy / "audit").exists() else []

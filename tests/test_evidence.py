@@ -151,20 +151,74 @@ def test_scrub_secrets_redacts_and_reports(tmp_path):
     assert "S3cr3t-x" not in (tmp_path / "a.txt").read_text()
 
 
-def test_read_only_phases_cannot_write(database, spec, tmp_path):
+def test_read_only_phases_cannot_write(database, spec, tmp_path, monkeypatch):
     import psycopg
 
-    from fkrunbook.phase import READ_ONLY_PHASES
+    from fkrunbook.phase import READ_ONLY_PHASES, RUNNER_ENV
+
+    monkeypatch.setenv(RUNNER_ENV, str(tmp_path / "test" / "r1"))  # as the runner starts a kernel for run r1
 
     assert READ_ONLY_PHASES == {"orphan_check", "migration_preview", "docs_update"}
     project = write_config(project_config(PROJECT, database.environments, evidence=tmp_path), tmp_path)
     for phase in sorted(READ_ONLY_PHASES):
-        ctx = start(phase, "test", str(project))
+        ctx = start(phase, "test", str(project), run_id="r1")
+        assert ctx.mode == "runner" and ctx.run_dir == tmp_path / "test" / "r1"
         assert ctx.overview.loc["transactions", "value"] == "READ ONLY"
         with pytest.raises(Exception, match="read-only transaction"):
             with ctx.db.transaction() as conn:
                 conn.exec_driver_sql("DELETE FROM organizations_projection")
         with ctx.db.connect_raw() as raw, pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             raw.execute("CREATE TABLE sneaky (id int)")
-    writer = start("apply", "test", str(project))
+    writer = start("apply", "test", str(project), run_id="r1")
     assert writer.overview.loc["transactions", "value"] == "read-write"
+
+
+# -- sealing a run again: only the chain head, only intact ------------------------------------------
+def _manifest(run):
+    return json.loads((run.run_dir / "manifest.json").read_text())
+
+
+def test_the_chain_head_is_sealed_again_in_place(archive):
+    from fkrunbook.evidence import is_chain_head, seal_run
+
+    audit, runs = archive
+    head = runs[-1]
+    before = _manifest(head)
+    (head.run_dir / "docs_update.results.json").write_text("{}\n")  # a phase added to the run
+    after = seal_run(head.run_dir, _manifest(head), [])
+    assert (after["sequence"], after["previous_manifest_sha256"]) == (3, before["previous_manifest_sha256"])
+    assert after["first_sealed_at"] == before["sealed_at"] and "docs_update.results.json" in after["files"]
+    assert verify_archive(audit) == ([], 3) and is_chain_head(head.run_dir)
+
+
+def test_a_run_behind_the_head_is_never_sealed_again(archive):
+    from fkrunbook.errors import EvidenceUnwritableError
+    from fkrunbook.evidence import seal_run
+
+    audit, runs = archive
+    (runs[1].run_dir / "extra.results.json").write_text("{}\n")
+    with pytest.raises(EvidenceUnwritableError, match="is no longer the newest sealed run"):
+        seal_run(runs[1].run_dir, _manifest(runs[1]), [])
+    assert verify_archive(audit)[0] == [f"test/{runs[1].run_id}: file extra.results.json was added after the run "
+                                        "was sealed"]  # the chain itself untouched
+
+
+def test_a_head_with_an_altered_file_is_not_sealed_again(archive):
+    """Sealing again must not launder an edited file into a valid seal."""
+    from fkrunbook.errors import EvidenceUnwritableError
+    from fkrunbook.evidence import is_chain_head, seal_run
+    from fkrunbook.walkthrough import _run_for
+
+    audit, runs = archive
+    head = runs[-1]
+    (head.run_dir / "orphan_check.results.json").write_text('{"orphans": {}}\n')
+    assert not is_chain_head(head.run_dir)
+    with pytest.raises(EvidenceUnwritableError):
+        seal_run(head.run_dir, _manifest(head), [])
+    assert verify_archive(audit)[0] == [f"test/{head.run_id}: file orphan_check.results.json changed"]
+    # an interactive phase of this run's walkthrough goes to the walkthrough's next run instead
+    manifest = _manifest(head)
+    manifest["walkthrough"] = head.run_id
+    (head.run_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert _run_for(head.run_dir.parent, head.run_id, "migration_preview") == (
+        head.run_dir.parent / f"{head.run_id}.2", None)

@@ -96,7 +96,12 @@ def test_notebook_parameters_are_the_registrys(phase):
 
 @pytest.mark.parametrize("phase", list(PHASES.values()), ids=list(PHASES))
 def test_notebook_sources_are_thin(phase):
+    """Also the guard that keeps tracked notebooks clean: no outputs, no execution counts, literal
+    defaults (see test_notebook_parameters_are_the_registrys), nothing a run adds."""
     book = nbformat.read(PROJECT / "notebooks" / phase.notebook, as_version=4)
+    assert not {"papermill", "fkrunbook", "widgets"} & set(book.metadata)
+    assert not [c for c in book.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert book.cells[-1].source == "ctx.finish()"  # the evidence of an interactive run is sealed last
     assert book.cells[0].cell_type == "markdown" and "Go/no-go" in book.cells[0].source
     params = [c for c in book.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1

@@ -180,6 +180,49 @@ def demo(rows, from_migrations, from_dump, spec, project):
                f"under {_shown(result.docs_root)}")
 
 
+@main.command()
+@click.option("--env", "env", default="local", show_default=True,
+              help="Environment the notebooks run against (phases that change the database run only on local).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port on 127.0.0.1 (default: a free one).")
+@click.option("--token", envvar="FKRUNBOOK_LAB_TOKEN", show_envvar=True,
+              help="JupyterLab's token, at least 16 characters (prefer the variable: a command line is visible to "
+                   "other users; default: the one JupyterLab generates and prints).")
+@click.option("--no-browser", is_flag=True, help="Do not open a browser (implied when there is no display).")
+@spec_option
+@project_option
+@_friendly
+def lab(env, port, token, no_browser, spec, project):
+    """Open JupyterLab on working copies of the six notebooks, for one walkthrough.
+
+    The copies (in .fkrunbook/lab/<run-id>/, git-ignored) have their parameters set to the
+    environment and the walkthrough's run id; the tracked notebooks stay clean. Each notebook run
+    there leaves its evidence, sealed, in <evidence>/<env>/<run-id>/. The local database is
+    started, and stopped again when JupyterLab exits (Ctrl-C).
+
+    Example: fkrunbook lab --port 8888 --no-browser   (token: export FKRUNBOOK_LAB_TOKEN first, or use the one printed)
+    """
+    from .lab import run_lab
+
+    result = run_lab(_config(project), env, spec=spec, port=port, token=token, open_browser=not no_browser,
+                     on_event=_print_lab_event)
+    sys.exit(result.returncode)
+
+
+def _print_lab_event(kind: str, info: dict) -> None:
+    if kind == "local_starting":
+        click.echo(f"Starting the local PostgreSQL (data in {_shown(info['data_dir'])})...")
+    elif kind == "lab_starting":
+        walkthrough = info["walkthrough"]
+        click.echo(f"Walkthrough {walkthrough.run_id}: notebooks copied to {_shown(walkthrough.folder)} (the tracked "
+                   f"notebooks stay clean); evidence goes to {_shown(info['evidence'])}.")
+        click.echo(f"JupyterLab on http://127.0.0.1:{info['port']}/lab "
+                   + ("(token: the one you gave)" if info["token_given"] else "(token: in JupyterLab's log below)")
+                   + "; Ctrl-C stops it and the local database.")
+    elif kind == "lab_stopped":
+        click.echo("JupyterLab stopped" + (", and the local database" if info["stopped_database"] else "")
+                   + "; `fkrunbook archive list` shows the walkthrough's runs.")
+
+
 @main.command("generate-migrations")
 @click.option("--check", is_flag=True, help="Only compare; exit 1 if the files differ from what the spec gives.")
 @click.option("--env", help="Check against this environment: versions newer than its recorded history, and its "

@@ -215,3 +215,21 @@ class SchemaLoadError(FkrunbookError):
 class DraftError(FkrunbookError):
     """A spec cannot be drafted from the audit as asked (a bad name, nothing to draft, a file in
     the way); nothing was written."""
+
+
+class InteractiveChangeRefusedError(FkrunbookError):
+    """A phase that changes the database, run in a notebook outside the runner, on an environment
+    that is not local: it runs only through ``fkrunbook run``, which seals its evidence. Nothing
+    was connected to, changed or written. ``command`` is the exact command to run instead."""
+
+    def __init__(self, message: str, *, phase: str, environment: str, command: str):
+        self.phase, self.environment, self.command = phase, environment, command
+        super().__init__(message)
+
+    def _render_traceback_(self):  # IPython: the one line, without the library's traceback
+        return [f"{type(self).__name__}: {self}"]
+
+
+class LabError(FkrunbookError):
+    """``fkrunbook lab`` cannot start as asked (a port in use, a short token, JupyterLab missing);
+    nothing was started or written."""

@@ -6,6 +6,11 @@ for the connection's secrets, and ``manifest.json`` gets the sha256 of every fil
 plus the sha256 of the previous sealed manifest of the same environment (a hash chain) and its
 place in that chain. :func:`verify_archive` recomputes all of it. A run killed before sealing
 keeps its unsealed manifest (status ``running``) and is listed as incomplete.
+
+A run may be sealed again only while it is the newest sealed run of its environment (the chain
+head) and every file it sealed is unchanged: nothing links to the head yet, so it keeps its place
+and its link to the run before it, and the new seal covers what was added. That is how the
+phases of one interactive walkthrough join one run (see :mod:`fkrunbook.walkthrough`).
 """
 from __future__ import annotations
 
@@ -71,12 +76,15 @@ def render_report(notebook: Path) -> Path:
     return target
 
 
-def scrub_secrets(run_dir: Path, secrets: list[str]) -> list[str]:
+def scrub_secrets(run_dir: Path, secrets: list[str], keep: set[str] | frozenset = frozenset()) -> list[str]:
     """Replace any secret found in the folder's files by ***; return the files that held one.
-    Secrets are redacted at the source; this is the last check before the run is sealed."""
+    Secrets are redacted at the source; this is the last check before the run is sealed. Files
+    named in ``keep`` (already sealed, and checked unchanged) are left alone."""
     found = []
     needles = [s.encode() for s in secrets if s]
     for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
+        if str(path.relative_to(run_dir)) in keep:
+            continue
         data = path.read_bytes()
         if any(n in data for n in needles):
             for n in needles:
@@ -86,25 +94,54 @@ def scrub_secrets(run_dir: Path, secrets: list[str]) -> list[str]:
     return found
 
 
-def seal_run(run_dir: Path, manifest: dict, secrets: list[str]) -> dict:
-    """Render the reports, scan for secrets, hash every file and link the manifest into the chain."""
-    reports = []
+def seal_run(run_dir: Path, manifest: dict, secrets: list[str], *, locked: bool = False) -> dict:
+    """Render the reports, scan for secrets, hash every file and link the manifest into the chain.
+
+    A manifest sealed before (it has a ``sequence``) is sealed again in place: only while the run
+    is the chain head (:func:`is_chain_head`), keeping its place and its link; the reports and the
+    scan cover only what is new. ``locked``: the caller holds :func:`chain_lock` already."""
+    from .errors import EvidenceUnwritableError
+
+    sealed = set(manifest.get("files") or {})
+    reports = list(manifest.get("reports") or [])
     for notebook in sorted(run_dir.glob("*.ipynb")):
+        if notebook.name in sealed and notebook.with_suffix(".html").name in sealed:
+            continue
         try:
-            reports.append(render_report(notebook).name)
+            name = render_report(notebook).name
+            reports += [name] if name not in reports else []
         except Exception as err:  # a report that cannot be rendered must not lose the run's evidence
             manifest.setdefault("report_errors", {})[notebook.name] = f"{type(err).__name__}: {err}"
-    manifest["reports"] = reports
-    manifest["secrets_redacted_in"] = scrub_secrets(run_dir, secrets)
-    with _chain_lock(run_dir.parent):
-        previous = _chain_head(run_dir.parent)
-        manifest["sequence"] = previous.sequence + 1 if previous else 1
-        manifest["previous_manifest_sha256"] = previous.manifest_sha256 if previous else None
+    manifest["reports"] = sorted(reports)
+    manifest["secrets_redacted_in"] = sorted(set(manifest.get("secrets_redacted_in") or [])
+                                             | set(scrub_secrets(run_dir, secrets, keep=sealed)))
+    with contextlib.nullcontext() if locked else chain_lock(run_dir.parent):
+        if manifest.get("sequence"):
+            if not is_chain_head(run_dir, added_ok=True):
+                raise EvidenceUnwritableError(f"run {run_dir.name!r} is no longer the newest sealed run of "
+                                              f"{run_dir.parent.name!r}, or a file it sealed changed; it cannot be "
+                                              "sealed again: start another run")
+            manifest.setdefault("first_sealed_at", manifest.get("sealed_at"))
+        else:
+            previous = _chain_head(run_dir.parent)
+            manifest["sequence"] = previous.sequence + 1 if previous else 1
+            manifest["previous_manifest_sha256"] = previous.manifest_sha256 if previous else None
         manifest["sealed_at"] = _now()
         manifest["files"] = file_hashes(run_dir)
         write_manifest(run_dir, manifest)
     write_index(run_dir.parent.parent)
     return manifest
+
+
+def is_chain_head(run_dir: Path, added_ok: bool = False) -> bool:
+    """Whether ``run_dir`` is its environment's newest sealed run and every file it sealed is
+    unchanged (``added_ok``: files added since are allowed): the only case in which it may be
+    sealed again without breaking the chain or laundering an altered file."""
+    head = _chain_head(run_dir.parent)
+    if head is None or head.path.resolve() != run_dir.resolve():
+        return False
+    problems = _verify_files(head)
+    return not [p for p in problems if not (added_ok and p.endswith("was added after the run was sealed"))]
 
 
 def file_hashes(run_dir: Path) -> dict[str, str]:
@@ -147,6 +184,11 @@ class Run:
     def status(self) -> str:
         return self.manifest.get("status", "unknown") if self.sealed else "incomplete"
 
+    @property
+    def mode(self) -> str:
+        """``runner`` (``fkrunbook run``: papermill) or ``interactive`` (a notebook run in JupyterLab)."""
+        return self.manifest.get("mode", "runner")
+
 
 def load_runs(audit_dir: Path, env: str | None = None) -> list[Run]:
     """Every run folder (with a manifest) under audit/, newest first."""
@@ -169,10 +211,10 @@ def load_runs(audit_dir: Path, env: str | None = None) -> list[Run]:
 
 def run_table(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame([{
-        "run": r.run_id, "env": r.env, "status": r.status, "operator": r.manifest.get("operator", ""),
+        "run": r.run_id, "env": r.env, "status": r.status, "mode": r.mode, "operator": r.manifest.get("operator", ""),
         "started": r.manifest.get("started_at", ""),
         "phases": " ".join(f"{p['name']}:{p['status']}" for p in r.manifest.get("phases", [])),
-    } for r in runs], columns=["run", "env", "status", "operator", "started", "phases"])
+    } for r in runs], columns=["run", "env", "status", "mode", "operator", "started", "phases"])
 
 
 def find_run(audit_dir: Path, run_id: str) -> Run | None:
@@ -231,8 +273,10 @@ def write_index(audit_dir: Path) -> Path:
         links = " ".join(f'<a href="{html.escape(run.env)}/{html.escape(run.run_id)}/{html.escape(r)}">'
                          f'{html.escape(Path(r).stem)}</a>' for r in run.manifest.get("reports", []))
         phases = ", ".join(f"{p['name']}: {p['status']}" for p in run.manifest.get("phases", []))
-        rows.append(f"<tr class='{html.escape(run.status)}'><td>{html.escape(run.env)}</td>"
-                    f"<td>{html.escape(run.run_id)}</td><td>{html.escape(run.status)}</td>"
+        mode = run.mode + (f" (walkthrough {run.manifest['walkthrough']})"
+                           if run.manifest.get("walkthrough") not in (None, run.run_id) else "")
+        rows.append(f"<tr class='{html.escape(run.status)} {html.escape(run.mode)}'><td>{html.escape(run.env)}</td>"
+                    f"<td>{html.escape(run.run_id)}</td><td>{html.escape(run.status)}</td><td>{html.escape(mode)}</td>"
                     f"<td>{html.escape(str(run.manifest.get('operator', '')))}</td>"
                     f"<td>{html.escape(str(run.manifest.get('started_at', '')))}</td>"
                     f"<td>{html.escape(phases)}</td><td>{links or '(no report: incomplete)'}</td></tr>")
@@ -241,7 +285,7 @@ def write_index(audit_dir: Path) -> Path:
             "padding:4px 8px;text-align:left}tr.failed td{background:#fdd}tr.incomplete td{background:#ffd}"
             "</style></head><body><h1>fkrunbook audit evidence</h1>"
             "<p>Every run, newest first. <code>fkrunbook archive verify</code> checks each file's hash and the "
-            "chain of manifests.</p><table><tr><th>environment</th><th>run</th><th>status</th><th>operator</th>"
+            "chain of manifests; mode <em>interactive</em> marks notebooks run in JupyterLab.</p><table><tr><th>environment</th><th>run</th><th>status</th><th>mode</th><th>operator</th>"
             "<th>started (UTC)</th><th>phases</th><th>reports</th></tr>" + "".join(rows) + "</table></body></html>\n")
     path = audit_dir / "index.html"
     path.write_text(page, encoding="utf-8")
@@ -253,8 +297,16 @@ def _chain_head(env_dir: Path) -> Run | None:
     return max(sealed, key=lambda r: r.sequence, default=None)
 
 
+def plan_hash_of(manifest: dict) -> str | None:
+    """The hash of the plan applied in this run, else of the plan previewed."""
+    found = {p["name"]: (p.get("results") or {}).get("plan_hash") for p in manifest.get("phases", [])}
+    return found.get("apply") or found.get("migration_preview")
+
+
 @contextlib.contextmanager
-def _chain_lock(env_dir: Path):
+def chain_lock(env_dir: Path):
+    """Only one process links a run into an environment's chain at a time."""
+    env_dir.mkdir(parents=True, exist_ok=True)
     with open(env_dir / ".chain.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

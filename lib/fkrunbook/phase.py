@@ -1,15 +1,25 @@
 """What a phase notebook starts with: the environment, the database, the checked spec, the run folder.
 
 A notebook's first code cell is ``ctx = phase.start("orphan_check", ...)``; every later cell is one
-library call on ``ctx``. The last cell is ``ctx.record(...)``: the phase's key results, written
-next to the executed notebook for the run's manifest.
+library call on ``ctx``. ``ctx.record(...)`` writes the phase's key results for the run's manifest,
+and the last cell, ``ctx.finish()``, seals them.
+
+Who keeps the evidence depends on who drives the kernel. Under ``fkrunbook run`` (papermill) the
+runner names its run folder in :data:`RUNNER_ENV`; it keeps the executed notebook and seals the
+run, and ``finish()`` does nothing. Anywhere else (JupyterLab, nbclient) the notebook records
+itself: ``start()`` records every executed cell and ``finish()`` writes and seals the phase's
+evidence into the walkthrough's run (:mod:`fkrunbook.walkthrough`). Outside the runner, a phase
+that changes the database runs only on a local environment; elsewhere ``start()`` refuses, naming
+the ``fkrunbook run`` command that does it with sealed evidence.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
+import os
 import secrets
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +28,10 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from .catalog import check_spec
-from .config import Config, find_config
+from .config import CONFIG_FILE, Config, find_config
 from .database import Database, connect
 from .environment import get_environment
-from .errors import PhaseParameterError
+from .errors import InteractiveChangeRefusedError, PhaseParameterError
 from .spec import Spec, load_spec
 
 @dataclass(frozen=True)
@@ -88,6 +98,10 @@ REGISTRY = (
     ), ("files_changed", "written", "stale_lines")),
 )
 
+# The runner sets this, for the kernels it starts, to the run folder it keeps: a kernel whose
+# run folder it names is driven by the runner; any other kernel records its own evidence.
+RUNNER_ENV = "FKRUNBOOK_RUN_DIR"
+
 # Phase name -> its declaration, in the order a full run takes them.
 PHASES = {phase.name: phase for phase in REGISTRY}
 
@@ -125,6 +139,34 @@ def check_parameters(phases: list[str], parameters: dict) -> dict[str, dict]:
             for name in phases}
 
 
+def runner_command(phase: str, env: str, values: dict, spec: str = "", project: str = "") -> str:
+    """The ``fkrunbook run`` command that runs ``phase`` with the notebook's parameter ``values``
+    (flags from the registry; defaults left out; runner-only parameters never shown)."""
+    parts = ["fkrunbook", "run", "--env", env, "--phase", phase]
+    for parameter in PHASES[phase].parameters:
+        value = values.get(parameter.name, parameter.default)
+        if not parameter.cli or value == parameter.default:
+            continue
+        parts += [parameter.option] if parameter.type is bool else [parameter.option, str(value)]
+    parts += ["--spec", spec] if spec else []
+    parts += ["--project", project] if project else []
+    return " ".join(shlex.quote(part) for part in parts)
+
+
+def notebook_parameters(phase: str) -> dict:
+    """The phase's parameters as the notebook's ``parameters`` cell set them (the kernel's
+    globals), each phase parameter's default where the notebook has none."""
+    shell = _shell()
+    namespace = shell.user_ns if shell is not None else {}
+    return {p.name: namespace.get(p.name, p.default) for p in PHASES[phase].parameters}
+
+
+def driven_by_runner(run_dir: Path) -> bool:
+    """Whether ``fkrunbook run`` started this kernel for ``run_dir`` (see :data:`RUNNER_ENV`)."""
+    given = os.environ.get(RUNNER_ENV)
+    return bool(given) and Path(given).resolve() == Path(run_dir).resolve()
+
+
 def new_run_id(now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now(dt.timezone.utc)
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
@@ -140,6 +182,11 @@ class PhaseContext:
     run_dir: Path
     spec_check: pd.DataFrame
     results: dict = field(default_factory=dict)
+    recording: object = None   # interactive: the walkthrough's recording (fkrunbook.walkthrough.PhaseRecording)
+
+    @property
+    def mode(self) -> str:
+        return "runner" if self.recording is None else "interactive"
 
     @property
     def migrations_dir(self) -> Path:
@@ -167,11 +214,25 @@ class PhaseContext:
 
     def record(self, **results) -> pd.DataFrame:
         """Write this phase's key results to ``<run_dir>/<phase>.results.json`` and show them."""
+        if self.recording is not None and self.recording.finished:
+            from .errors import EvidenceUnwritableError
+
+            raise EvidenceUnwritableError(f"this {self.phase} run is sealed already; to record another, run the "
+                                          "notebook again from the top")
         self.results.update(results)
         path = self.run_dir / f"{self.phase}.results.json"
         path.write_text(json.dumps(self.results, indent=2, sort_keys=True, default=str) + "\n")
         return pd.DataFrame([(k, json.dumps(v, default=str)) for k, v in self.results.items()],
                             columns=["result", "value"]).set_index("result")
+
+    def finish(self) -> Markdown:
+        """The notebook's last cell. Under the runner: nothing (the runner keeps this notebook and
+        seals the run). Interactively: the cells run so far become this phase's executed notebook,
+        written with its report and results into the walkthrough's run folder and sealed."""
+        if self.recording is None:
+            return Markdown(f"Evidence: kept by `fkrunbook run` in `{self.config.rel(self.run_dir)}` and sealed when "
+                            "the run ends.")
+        return self.recording.finish()
 
 
 def start(phase: str, env: str, project: str = "", spec: str = "", run_id: str = "") -> PhaseContext:
@@ -181,19 +242,57 @@ def start(phase: str, env: str, project: str = "", spec: str = "", run_id: str =
     ``spec`` a spec listed there (by name) or a path relative to the project root (empty: the
     first listed). Fails with one clear error for an unknown environment, an unset URL variable,
     an unreachable database, a missing or malformed spec, or a spec naming what the database lacks.
+    Outside the runner, a phase that changes the database is refused on any environment but a
+    local one, before anything connects; otherwise the phase's cells are recorded from here on.
     """
     config = find_config(project or None)
-    loaded = load_spec(config.resolve_spec(spec, base=config.root))
+    spec_path = config.resolve_spec(spec, base=config.root)
+    loaded = load_spec(spec_path)
     environment = get_environment(env, config.environments)
+    run_id = run_id or new_run_id()
+    run_dir = config.evidence / environment.name / run_id
+    interactive = not driven_by_runner(run_dir)
+    values = notebook_parameters(phase)
+    if interactive:
+        _refuse_change_outside_local(phase, environment, config, spec_path, values)
     db = connect(environment, read_only=PHASES[phase].read_only)
     with db.read_only() as conn:
         spec_check = check_spec(conn, loaded, environment.name)
-    run_id = run_id or new_run_id()
-    run_dir = config.evidence / environment.name / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if not interactive:
+        run_dir.mkdir(parents=True, exist_ok=True)
     _connect_sql_magic(db)
     _show_progress_logs()
-    return PhaseContext(phase, config, db, loaded, run_id, run_dir, spec_check)
+    ctx = PhaseContext(phase, config, db, loaded, run_id, run_dir, spec_check)
+    if interactive:
+        from .walkthrough import record_phase
+
+        base = {"env": environment.name, "project": project, "spec": config.rel(Path(loaded.path)), "run_id": run_id}
+        record_phase(ctx, {**base, **values})  # ctx.run_dir becomes the phase's folder until finish()
+    return ctx
+
+
+def _refuse_change_outside_local(phase: str, environment, config: Config, spec_path: Path, values: dict) -> None:
+    """A notebook outside the runner changes only a local database (kind ``embedded``, not
+    protected): a remote one changes only through ``fkrunbook run``, which seals the evidence."""
+    if PHASES[phase].read_only or (environment.kind == "embedded" and not environment.protected):
+        return
+    spec = "" if Path(spec_path).resolve() == config.spec.resolve() else config.rel(Path(spec_path))
+    here = Path.cwd().resolve()
+    found = next((folder / CONFIG_FILE for folder in (here, *here.parents) if (folder / CONFIG_FILE).is_file()), None)
+    project = "" if found and config.path and found.resolve() == config.path.resolve() else str(config.path or config.root)
+    command = runner_command(phase, environment.name, values, spec, project)
+    raise InteractiveChangeRefusedError(
+        f"{phase} changes the database, and a notebook changes only a local one; nothing was changed. On "
+        f"{environment.name!r} run it through the runner, which seals its evidence: {command}",
+        phase=phase, environment=environment.name, command=command)
+
+
+def _shell():
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return None
+    return get_ipython()
 
 
 def _show_progress_logs() -> None:
@@ -209,14 +308,11 @@ def _show_progress_logs() -> None:
 def _connect_sql_magic(db: Database) -> None:
     """Give the notebook's ``%sql`` a READ ONLY connection to the same database, without the URL
     ever being written in the notebook or shown by ipython-sql (which only sees a creator)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython is a dependency
-        return
-    shell = get_ipython()
+    shell = _shell()
     if shell is None:
         return
-    shell.run_line_magic("load_ext", "sql")
+    if "sql" not in shell.extension_manager.loaded:  # loaded once per kernel: no %reload_ext notice
+        shell.run_line_magic("load_ext", "sql")
     shell.user_ns["_fkrunbook_sql_creator"] = lambda: db.connect_raw(read_only=True)
     shell.run_line_magic("config", "SqlMagic.displaycon = False")
     shell.run_line_magic("config", "SqlMagic.feedback = False")

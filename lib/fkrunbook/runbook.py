@@ -24,8 +24,8 @@ from .config import CONFIG_FILE, Config
 from .database import connect
 from .environment import get_environment
 from .errors import EnvironmentConfigError, PhaseFailedError, PhaseUnknownError
-from .evidence import git_commit, open_run_folder, seal_run, write_manifest
-from .phase import PHASES, check_parameters, new_run_id
+from .evidence import git_commit, open_run_folder, plan_hash_of, seal_run, write_manifest
+from .phase import PHASES, RUNNER_ENV, check_parameters, new_run_id
 from .spec import load_spec
 
 
@@ -77,7 +77,7 @@ def run_phases(config: Config, env: str, phases: list[str] | None = None, *, spe
     base_parameters = {"env": environment.name, "project": config.rel(run_dir / CONFIG_FILE),
                        "spec": config.rel(Path(loaded.path)), "run_id": run_id}
     manifest = {
-        "run_id": run_id, "environment": environment.name, "status": "running",
+        "run_id": run_id, "environment": environment.name, "status": "running", "mode": "runner",
         "started_at": _now(), "ended_at": None, "operator": getpass.getuser(), "host": socket.gethostname(),
         "git_commit": git_commit(config.root), "fkrunbook_version": __version__,
         "config": {"file": config.rel(config.path) if config.path else None, "sha256": config.sha256},
@@ -114,7 +114,7 @@ def run_phases(config: Config, env: str, phases: list[str] | None = None, *, spe
                 break
             write_manifest(run_dir, manifest)
     finally:
-        manifest.update(status="failed" if failure else "succeeded", ended_at=_now(), plan_hash=_plan_hash(manifest))
+        manifest.update(status="failed" if failure else "succeeded", ended_at=_now(), plan_hash=plan_hash_of(manifest))
         if any(p["status"] in ("pending", "running") for p in manifest["phases"]):
             manifest["status"] = "failed"  # interrupted (e.g. Ctrl-C): sealed as it stands
         seal_run(run_dir, manifest, db.secrets)
@@ -218,7 +218,7 @@ def _execute_phase(config: Config, run_dir: Path, name: str, parameters: dict, c
                 str(config.notebooks / notebook), str(run_dir / notebook), parameters=parameters,
                 cwd=str(config.root), kernel_name="python3", progress_bar=False,
                 execution_timeout=cell_timeout, report_mode=False,
-                kernel_manager_class=_kernel_manager(kernel_log), on_cell_start=cell_started)
+                kernel_manager_class=_kernel_manager(kernel_log, run_dir), on_cell_start=cell_started)
     except papermill.PapermillExecutionError as err:
         return f"{err.ename}: {err.evalue}"
     except Exception as err:  # kernel death, cell timeout: the notebook may be partly written
@@ -237,9 +237,11 @@ def _cell_count(notebook: Path) -> int:
         return 0
 
 
-def _kernel_manager(stderr):
+def _kernel_manager(stderr, run_dir: Path):
     """Kernels talk to the runner over local IPC sockets (not unencrypted TCP), and their own
-    stderr goes to the run's kernel.log instead of the operator's terminal."""
+    stderr goes to the run's kernel.log instead of the operator's terminal. The kernel is told
+    which run folder the runner keeps (:data:`fkrunbook.phase.RUNNER_ENV`): there ``phase.start``
+    leaves the evidence to the runner; anywhere else (JupyterLab) the notebook records its own."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import CaselessStrEnum
 
@@ -248,15 +250,10 @@ def _kernel_manager(stderr):
 
         async def start_kernel(self, **kw):
             kw.setdefault("stderr", stderr)
+            kw["env"] = {**(kw.get("env") or os.environ), RUNNER_ENV: str(run_dir.resolve())}
             return await super().start_kernel(**kw)
 
     return RunbookKernelManager
-
-
-def _plan_hash(manifest: dict) -> str | None:
-    """The hash of the plan applied in this run, else of the plan previewed."""
-    found = {p["name"]: (p.get("results") or {}).get("plan_hash") for p in manifest["phases"]}
-    return found.get("apply") or found.get("migration_preview")
 
 
 def _results(run_dir: Path, phase: str) -> dict:

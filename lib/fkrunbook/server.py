@@ -73,6 +73,17 @@ def stop_server(data_dir: str | Path, bin_dir: str | Path | None = None) -> bool
         return True
 
 
+def server_running(data_dir: str | Path, bin_dir: str | Path | None = None) -> bool:
+    """Whether the local server of ``data_dir`` is running now."""
+    data_dir = Path(data_dir).resolve()
+    bin_dir = Path(bin_dir) if bin_dir else embedded_bin_dir()
+    pgdata = data_dir / "pgdata"
+    if not (pgdata / "PG_VERSION").exists():
+        return False
+    with _locked(data_dir):
+        return _running(bin_dir, pgdata, _os_user(data_dir, bin_dir))
+
+
 def restart_server(data_dir: str | Path, bin_dir: str | Path | None = None) -> None:
     """Restart the server in place (same port): every open connection is cut."""
     data_dir = Path(data_dir).resolve()
