@@ -60,8 +60,8 @@ def _plant_second_key(database):
                  "event_data->'organization_id', 'tenant', jsonb_build_object('id', event_data->'organization_id')) "
                  "WHERE sequence_number % 4 = 0")
     database.sql("INSERT INTO domain_events (stream_id, stream_type, stream_version, event_type, event_data) "
-                 f"SELECT md5('planted-' || i)::uuid, 'user', 1, 'user.moved', jsonb_build_object('org_id', "
-                 f"md5('never-an-org-' || i)::uuid) FROM generate_series(1, 19) AS i")
+                 "SELECT md5('planted-' || i)::uuid, 'user', 1, 'user.moved', jsonb_build_object('org_id', "
+                 "md5('never-an-org-' || i)::uuid) FROM generate_series(1, 19) AS i")
     return database.sql("SELECT count(*) FROM domain_events e WHERE NOT EXISTS (SELECT 1 FROM organizations_projection "
                         "o WHERE o.id::text = e.event_data->>'org_id') AND e.event_data ? 'org_id'")[0][0]
 
