@@ -78,8 +78,10 @@ def run_all(port: int, token: str, folder, name: str) -> list[str]:
 
 
 def test_make_lab_runs_fkrunbook_lab_with_its_arguments():
-    shown = subprocess.run(["make", "-n", "-o", ".venv/.lab", "lab", "LAB_ARGS=--port 8890 --no-browser"],
-                           cwd=PROJECT, capture_output=True, text=True, check=True).stdout
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}  # under make test
+    shown = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.lab", "lab",
+                            "LAB_ARGS=--port 8890 --no-browser"],
+                           cwd=PROJECT, capture_output=True, text=True, check=True, env=env).stdout
     assert shown.strip().splitlines() == [".venv/bin/fkrunbook lab --port 8890 --no-browser"]
 
 
