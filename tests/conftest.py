@@ -45,6 +45,19 @@ def server(tmp_path_factory) -> LocalServer:
         stop_server(data_dir)
 
 
+def create_database(srv: LocalServer, prefix: str = "t") -> str:
+    """A new, empty database on ``srv``; its name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(srv.url(), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name
+
+
+def drop_database(srv: LocalServer, name: str) -> None:
+    with psycopg.connect(srv.url(), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture(scope="module")
 def pg_servers(request, tmp_path_factory):
     """``pg_servers(major)``: a running server of that major (see tests/majors.py): the session's

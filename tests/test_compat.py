@@ -16,7 +16,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from fkrunbook.compat import ROLES, SCHEMAS, CompatLayer, apply_compat
 from fkrunbook.environment import Environment
@@ -25,6 +24,7 @@ from fkrunbook.history import list_local, split_statements
 from fkrunbook.rehearsal import load_dump, load_migrations, locate_statements, reset_local_from, strip_meta_commands
 from fkrunbook.server import embedded_bin_dir
 
+from .conftest import create_database, drop_database
 from .majors import MAJORS
 
 MIGRATIONS = Path(__file__).parent / "team_schemas" / "event_store" / "supabase" / "migrations"
@@ -33,15 +33,10 @@ ALWAYS_STOOD_IN = {"pg_graphql", "supabase_vault", "pg_net", "pg_cron", "plpgsql
 
 
 def _fresh_database(srv):
-    name = f"c_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(srv.url(), autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return name
+    return create_database(srv, "c")
 
 
-def _drop(srv, name):
-    with psycopg.connect(srv.url(), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+_drop = drop_database
 
 
 @pytest.fixture(params=MAJORS)

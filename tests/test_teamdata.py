@@ -20,6 +20,7 @@ from fkrunbook.server import ensure_server, stop_server
 from fkrunbook.spec import load_spec
 from fkrunbook.teamdata import seed_team_data
 
+from .conftest import create_database, drop_database
 from .majors import MAJORS
 from .rehearse import SHAPES, local_bin_dir, team_repository
 from .test_cli import invoke
@@ -31,17 +32,13 @@ FK_COLUMNS = ["impersonation_sessions_projection.target_org_id", "user_roles_pro
 
 def _database(srv) -> str:
     """A database on ``srv`` holding the event-store shape, loaded as `local reset --from-migrations` loads it."""
-    name = f"s_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(srv.url(), autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    name = create_database(srv, "s")
     with psycopg.connect(srv.url(name), autocommit=True) as conn:
         load_migrations(conn, SHAPE / "supabase" / "migrations", apply_compat(conn))
     return name
 
 
-def _drop(srv, name: str) -> None:
-    with psycopg.connect(srv.url(), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+_drop = drop_database
 
 
 @pytest.fixture(params=MAJORS)

@@ -144,17 +144,26 @@ def run(env, phases, spec, run_id, cell_timeout, quiet, project, **phase_values)
     click.echo(f"run {result.run_id} succeeded; evidence: {_shown(result.run_dir)}")
 
 
+def _team_schema_options(func):
+    """--from-migrations [DIR] | --from-dump FILE, --spec, --project: the team's own schema, as
+    `local reset` and `demo` take it."""
+    for option in reversed([
+        click.option("--from-migrations", "from_migrations", is_flag=False, flag_value="", default=None,
+                     metavar="[DIR]", help="The team's schema, built from its migrations (default DIR: the Supabase "
+                                           "folder's migrations/ in fkrunbook.toml) on a Supabase compatibility "
+                                           "layer, with sample data for the spec, instead of fkrunbook's own sample."),
+        click.option("--from-dump", "from_dump", type=click.Path(dir_okay=False),
+                     help="The team's schema, built from a `supabase db dump` / `pg_dump --schema-only` file."),
+        spec_option, project_option]):
+        func = option(func)
+    return func
+
+
 @main.command()
 @click.option("--rows", type=int, default=None, help="Sample size (default 2000 impersonation sessions; with "
                                                     f"--from-migrations/--from-dump, {TEAM_ROWS} rows in the spec's "
                                                     "tables).")
-@click.option("--from-migrations", "from_migrations", is_flag=False, flag_value="", default=None, metavar="[DIR]",
-              help="Rehearse on the team's schema built from its migrations (default DIR: the Supabase folder's "
-                   "migrations/), with sample data for the spec, instead of fkrunbook's own sample.")
-@click.option("--from-dump", "from_dump", type=click.Path(dir_okay=False),
-              help="Rehearse on the team's schema built from a `supabase db dump` / `pg_dump --schema-only` file.")
-@spec_option
-@project_option
+@_team_schema_options
 @_friendly
 def demo(rows, from_migrations, from_dump, spec, project):
     """Run the whole runbook on a fresh local database with planted orphans.
@@ -281,13 +290,7 @@ def local_start(project):
                                                     "benchmarks), or with --from-migrations/--from-dump the rows "
                                                     f"written into the spec's tables (default {TEAM_ROWS}; 0: the "
                                                     "schema only, as a new environment is).")
-@click.option("--from-migrations", "from_migrations", is_flag=False, flag_value="", default=None, metavar="[DIR]",
-              help="Build the team's schema from its migrations instead (default DIR: the Supabase folder's "
-                   "migrations/ in fkrunbook.toml), on a Supabase compatibility layer, then sample data for the spec.")
-@click.option("--from-dump", "from_dump", type=click.Path(dir_okay=False),
-              help="Build the team's schema from a `supabase db dump` / `pg_dump --schema-only` file instead.")
-@spec_option
-@project_option
+@_team_schema_options
 @_friendly
 def local_reset(rows, from_migrations, from_dump, spec, project):
     """Recreate the local database: fkrunbook's sample schema with fresh sample data and planted

@@ -58,13 +58,21 @@ def ensure_server(data_dir: str | Path, bin_dir: str | Path | None = None) -> Lo
         return LocalServer(data_dir, _port(pgdata), (pgdata / "PG_VERSION").read_text().strip())
 
 
-def stop_server(data_dir: str | Path, bin_dir: str | Path | None = None) -> bool:
-    """Stop the server if it runs; return whether it was running."""
+def _initialised(data_dir: str | Path, bin_dir: str | Path | None) -> tuple[Path, Path, Path] | None:
+    """(data folder, binaries, pgdata) when the data folder holds an initialised cluster, else None."""
     data_dir = Path(data_dir).resolve()
-    bin_dir = Path(bin_dir) if bin_dir else embedded_bin_dir()
     pgdata = data_dir / "pgdata"
     if not (pgdata / "PG_VERSION").exists():
+        return None
+    return data_dir, Path(bin_dir) if bin_dir else embedded_bin_dir(), pgdata
+
+
+def stop_server(data_dir: str | Path, bin_dir: str | Path | None = None) -> bool:
+    """Stop the server if it runs; return whether it was running."""
+    found = _initialised(data_dir, bin_dir)
+    if found is None:
         return False
+    data_dir, bin_dir, pgdata = found
     with _locked(data_dir):
         owner = _os_user(data_dir, bin_dir)
         if not _running(bin_dir, pgdata, owner):
@@ -75,11 +83,10 @@ def stop_server(data_dir: str | Path, bin_dir: str | Path | None = None) -> bool
 
 def server_running(data_dir: str | Path, bin_dir: str | Path | None = None) -> bool:
     """Whether the local server of ``data_dir`` is running now."""
-    data_dir = Path(data_dir).resolve()
-    bin_dir = Path(bin_dir) if bin_dir else embedded_bin_dir()
-    pgdata = data_dir / "pgdata"
-    if not (pgdata / "PG_VERSION").exists():
+    found = _initialised(data_dir, bin_dir)
+    if found is None:
         return False
+    data_dir, bin_dir, pgdata = found
     with _locked(data_dir):
         return _running(bin_dir, pgdata, _os_user(data_dir, bin_dir))
 
