@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from fkrunbook.environment import Environment
 from fkrunbook.executor import apply_plan
 from fkrunbook.orphans import find_orphans, orphan_query
 from fkrunbook.sample import load_baseline
-from fkrunbook.server import ensure_server, stop_server
+from fkrunbook.server import temporary_server
 from fkrunbook.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,25 +171,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="child rows per child table")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        data_dir = Path(tmp) / "pg"
-        server = ensure_server(data_dir)
-        try:
+    with temporary_server() as server:
+        with psycopg.connect(server.url(), autocommit=True) as admin:
+            admin.execute("CREATE DATABASE bench_template")
+        started = time.time()
+        build(server.url("bench_template"), args.rows)
+        print(f"built {args.rows:,} rows in each child table and {ORGS:,} organizations "
+              f"in {time.time() - started:.1f} s")
+        results = {}
+        for name, apply in (("naive", naive), ("runbook", runbook)):
             with psycopg.connect(server.url(), autocommit=True) as admin:
-                admin.execute("CREATE DATABASE bench_template")
-            started = time.time()
-            build(server.url("bench_template"), args.rows)
-            print(f"built {args.rows:,} rows in each child table and {ORGS:,} organizations "
-                  f"in {time.time() - started:.1f} s")
-            results = {}
-            for name, apply in (("naive", naive), ("runbook", runbook)):
-                with psycopg.connect(server.url(), autocommit=True) as admin:
-                    admin.execute(f"CREATE DATABASE bench_{name} TEMPLATE bench_template")
-                results[name] = measure(server.url(f"bench_{name}"), apply)
-                results[name]["delete_org_ms"] = delete_one_org(server.url(f"bench_{name}"))
-            library, bare = orphan_check_times(server.url("bench_runbook"))
-        finally:
-            stop_server(data_dir)
+                admin.execute(f"CREATE DATABASE bench_{name} TEMPLATE bench_template")
+            results[name] = measure(server.url(f"bench_{name}"), apply)
+            results[name]["delete_org_ms"] = delete_one_org(server.url(f"bench_{name}"))
+        library, bare = orphan_check_times(server.url("bench_runbook"))
     print(f"\n{'apply':<10}{'total s':>9}{'writes':>8}{'max ms':>9}{'p99 ms':>9}{'max before':>12}{'p99 before':>12}"
           f"{'delete 1 org ms':>17}")
     for name, r in results.items():

@@ -9,7 +9,6 @@ Prints its figures and checks that the orphan check finds what was planted; asse
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from fkrunbook.environment import Environment
 from fkrunbook.orphans import find_orphans
 from fkrunbook.rehearsal import load_migrations
 from fkrunbook.rowmaker import RowMaker
-from fkrunbook.server import ensure_server, stop_server
+from fkrunbook.server import temporary_server
 from fkrunbook.spec import load_spec
 from fkrunbook.teamdata import USER_TABLES, seed_team_data
 
@@ -61,30 +60,25 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[200, 2000, 20000])
     parser.add_argument("--baseline", type=int, default=200, help="rows made by the row maker alone (0: skip)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        data_dir = Path(tmp) / "pg"
-        server = ensure_server(data_dir)
-        try:
-            print(f"PostgreSQL {server.version}, shape {SHAPE.name}, spec {SPEC.name}")
-            if args.baseline:
-                written, seconds = row_maker_alone(fresh(server, "baseline"), args.baseline)
-                print(f"row maker alone: --rows {args.baseline}: {written} rows in {seconds:.2f} s "
-                      f"({written / seconds:,.0f} rows/s)")
-            for rows in args.rows:
-                url = fresh(server, f"seed_{rows}")
-                with psycopg.connect(url, autocommit=True) as conn:
-                    started = time.perf_counter()
-                    sample = seed_team_data(conn, SPEC, rows=rows)
-                    seconds = time.perf_counter() - started
-                report = find_orphans(Database(Environment("bench", "url", url_env="UNUSED"), url), SPEC).results()
-                report.pop("clean")
-                assert report == sample.expected(), "orphan check disagrees with what was planted"
-                per_table = ", ".join(f"{t} {n}" for t, n in sample.rows.items())
-                print(f"seed_team_data: --rows {rows}: {sample.total} rows in {seconds:.2f} s "
-                      f"({sample.total / seconds:,.0f} rows/s; {sample.made_by_row_maker} made by the row maker, "
-                      f"the rest copied in batches): {per_table}")
-        finally:
-            stop_server(data_dir)
+    with temporary_server() as server:
+        print(f"PostgreSQL {server.version}, shape {SHAPE.name}, spec {SPEC.name}")
+        if args.baseline:
+            written, seconds = row_maker_alone(fresh(server, "baseline"), args.baseline)
+            print(f"row maker alone: --rows {args.baseline}: {written} rows in {seconds:.2f} s "
+                  f"({written / seconds:,.0f} rows/s)")
+        for rows in args.rows:
+            url = fresh(server, f"seed_{rows}")
+            with psycopg.connect(url, autocommit=True) as conn:
+                started = time.perf_counter()
+                sample = seed_team_data(conn, SPEC, rows=rows)
+                seconds = time.perf_counter() - started
+            report = find_orphans(Database(Environment("bench", "url", url_env="UNUSED"), url), SPEC).results()
+            counted = {kind: report[kind] for kind in ("orphans", "orphan_streams")}
+            assert counted == sample.expected(), "orphan check disagrees with what was planted"
+            per_table = ", ".join(f"{t} {n}" for t, n in sample.rows.items())
+            print(f"seed_team_data: --rows {rows}: {sample.total} rows in {seconds:.2f} s "
+                  f"({sample.total / seconds:,.0f} rows/s; {sample.made_by_row_maker} made by the row maker, "
+                  f"the rest copied in batches): {per_table}")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,20 @@ def _initialised(data_dir: str | Path, bin_dir: str | Path | None) -> tuple[Path
     return data_dir, Path(bin_dir) if bin_dir else embedded_bin_dir(), pgdata
 
 
+@contextlib.contextmanager
+def temporary_server(bin_dir: str | Path | None = None):
+    """A server in a temporary data folder for the time of the block (benchmarks): stopped, and its
+    data removed, when the block ends, however it ends."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "pg"
+        try:
+            yield ensure_server(data_dir, bin_dir)
+        finally:
+            stop_server(data_dir, bin_dir)
+
+
 def stop_server(data_dir: str | Path, bin_dir: str | Path | None = None) -> bool:
     """Stop the server if it runs; return whether it was running."""
     found = _initialised(data_dir, bin_dir)

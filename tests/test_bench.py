@@ -1,0 +1,27 @@
+"""The benchmarks still run (at toy sizes): each is a script nobody runs in the suite otherwise, and
+a benchmark whose own consistency check broke would only be found when someone needs its figures.
+Their figures are not checked here (benchmarks print them; a timed test would flake)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import PROJECT
+
+RUNS = {
+    "generate_data.py": ["--rows", "2000"],
+    "team_data.py": ["--rows", "200", "--baseline", "50"],
+    "polymorphic.py": ["--events", "5000"],
+    "apply_stall.py": ["--rows", "5000"],
+}
+
+
+@pytest.mark.parametrize("script", RUNS)
+def test_benchmark_runs_and_its_own_checks_pass(script):
+    result = subprocess.run([sys.executable, str(PROJECT / "bench" / script), *RUNS[script]], cwd=PROJECT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    last = result.stdout.strip().splitlines()[-1]
+    if script in ("polymorphic.py", "apply_stall.py"):  # their last line is one JSON object
+        assert isinstance(json.loads(last), dict)
