@@ -176,3 +176,25 @@ def test_verify_against_the_ledger_bad_input_gets_one_line(database, project_cop
     assert result.exit_code == 1 and "give either a run or environment ('staging') or --env staging" in result.stderr
     assert not (project_copy / "audit").exists()
     assert database.sql("SELECT to_regnamespace('fkrunbook_ledger')") == [(None,)]  # verify never creates it
+
+
+def test_a_run_sealed_again_appends_an_entry_and_only_while_it_is_the_ledgers_newest(database, tmp_path):
+    """A walkthrough adds its phases to one run by sealing it again: each seal is an entry, the last one counts."""
+    from fkrunbook.errors import EvidenceUnwritableError
+
+    db = database.connect()
+    run_dir, manifest = _seal_one(tmp_path / "one", db, "walk")
+    (run_dir / "migration_preview.results.json").write_text("{}\n")  # the next phase of the walkthrough
+    manifest["phases"].append({"name": "migration_preview", "status": "succeeded"})
+    manifest = seal_run(run_dir, manifest, [], ledger=Ledger(db))
+    entries = read_ledger(db)
+    assert [(e.entry, e.run_id, e.sequence) for e in entries] == [(1, "walk", 1), (2, "walk", 1)]
+    assert entries[1].manifest_sha256 == _sha(run_dir / "manifest.json") != entries[0].manifest_sha256
+    check = verify_ledger(entries, load_runs(tmp_path / "one" / "audit", "test"), "here")
+    assert (check.problems, check.runs, check.found) == ([], 1, 1)
+
+    _seal_one(tmp_path / "two", db, "other")  # another machine seals a run after it
+    (run_dir / "docs_update.results.json").write_text("{}\n")
+    with pytest.raises(EvidenceUnwritableError, match="is no longer the newest run in the ledger of 'test'"):
+        seal_run(run_dir, manifest, [], ledger=Ledger(db))
+    assert [e.run_id for e in read_ledger(db)] == ["walk", "walk", "other"]

@@ -587,9 +587,10 @@ def archive_show(run_id, audit_dir, project):
 @project_option
 @_friendly
 def archive_verify(target, ledger_env, audit_dir, project):
-    """Recompute every file hash and the chain of manifests (a run id, an environment, or all).
+    """Recompute every file hash and the chain of manifests (a run id, an environment, or all);
+    with --env, also check that environment's runs against the ledger in its database.
 
-    Example: fkrunbook archive verify staging; against the ledger: fkrunbook archive verify --env production
+    Example: fkrunbook archive verify --env production
     """
     from .errors import FkrunbookError
     from .evidence import verify_archive

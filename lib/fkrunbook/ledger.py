@@ -207,6 +207,17 @@ class _Skip(Exception):
     """The ledger cannot be written here; the message says why (one line)."""
 
 
+def _skip_reason(err: Exception) -> str:
+    """Why the ledger cannot be written, in a few words (never the URL: connection errors come redacted)."""
+    if isinstance(err, (_Skip, ConnectionFailedError)):
+        return str(err)
+    if isinstance(err, psycopg.errors.LockNotAvailable):
+        return f"another writer held the ledger for more than {LOCK_TIMEOUT}"
+    if isinstance(err, (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction)):
+        return f"this role cannot create or write {SCHEMA}.{TABLE}, a read-only role ({_first_line(err)})"
+    return f"{type(err).__name__}: {_first_line(err)}"
+
+
 class _Link:
     """The context of :meth:`Ledger.link` (see there)."""
 
@@ -224,20 +235,14 @@ class _Link:
             return self
         try:
             head = self.head = ledger._open()
-        except _Skip as err:
-            self._skip(str(err))
-            return self
-        except ConnectionFailedError as err:
-            self._skip(f"cannot connect to write the ledger ({err})")
-            return self
-        except psycopg.errors.LockNotAvailable:
-            self._skip(f"another writer held the ledger for more than {LOCK_TIMEOUT}")
-            return self
-        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction) as err:
-            self._skip(f"this role cannot create or write {SCHEMA}.{TABLE}, a read-only role ({_first_line(err)})")
-            return self
-        except psycopg.Error as err:
-            self._skip(f"{type(err).__name__}: {_first_line(err)}")
+        except (_Skip, ConnectionFailedError, psycopg.Error) as err:
+            reason = _skip_reason(err)
+            ledger._close()
+            if resealing:  # its entry names the manifest as it was: sealing it again without the ledger would
+                raise EvidenceUnwritableError(  # make the ledger call it altered
+                    f"run {manifest['run_id']!r} is recorded in the ledger and cannot be sealed again without it "
+                    f"({reason}): start another run") from None
+            self._skip(reason)
             return self
         if resealing:
             if head is None or head.run_id != manifest["run_id"]:
@@ -290,8 +295,8 @@ def ledger_line(manifest: dict) -> str | None:
     if mark.get("skipped"):
         return f"ledger: skipped: {mark['skipped']}; the run is sealed in this folder's chain only"
     if mark.get("entry"):
-        after = (f", after {mark['previous_run_id']}" + ("" if mark.get("previous_here", True) else
-                                                         " (sealed elsewhere)")) if mark.get("previous_run_id") else ""
+        after = f", after {mark['previous_run_id']}" if mark.get("previous_run_id") else ""
+        after += " (sealed elsewhere)" if mark.get("previous_here") is False else ""
         return f"ledger: entry {mark['entry']} of {SCHEMA}.{TABLE}, chain #{manifest.get('sequence')}{after}"
     return None
 

@@ -315,13 +315,14 @@ def _run_for(env_dir: Path, walkthrough: str, phase: str, ledger_head: str | Non
     """The run folder this phase joins (call under the chain lock): the walkthrough's newest run
     when it is the chain head, intact, and does not hold this phase yet (its manifest returned);
     else the walkthrough's next run folder, new (None). ``ledger_head``: the run of the ledger's
-    last entry; a run that is not it (another was sealed after it, maybe elsewhere) is not joined."""
+    last entry (None: unreachable); a run recorded in the ledger is joined only while it is that
+    run (none was sealed after it, here or elsewhere), since sealing it again appends its entry."""
     ours = [r for r in load_runs(env_dir.parent, env_dir.name)
             if r.manifest.get("walkthrough") == walkthrough and r.sealed and PENDING not in r.run_id]
     newest = max(ours, key=lambda r: r.sequence, default=None)
     if (newest is not None and phase not in {p["name"] for p in newest.manifest.get("phases", [])}
             and is_chain_head(newest.path)
-            and (ledger_head is None or ledger_head == newest.run_id or not (newest.manifest.get("ledger") or {}).get("entry"))):
+            and (ledger_head == newest.run_id or not (newest.manifest.get("ledger") or {}).get("entry"))):
         return newest.path, newest.manifest
     name, number = walkthrough, 1
     while (env_dir / name).exists():
