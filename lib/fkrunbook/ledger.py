@@ -342,8 +342,8 @@ def read_ledger(db: Database, environment: str | None = None) -> list[Entry]:
     try:
         with db.connect_raw(read_only=True) as conn:
             if not _exists(conn):
-                raise LedgerError(f"environment {environment!r} has no ledger ({SCHEMA}.{TABLE} does not exist): no run "
-                                  f"has been sealed against it yet; run `fkrunbook run --env {environment} --phase "
+                raise LedgerError(f"environment {environment!r} has no ledger ({SCHEMA}.{TABLE} does not exist): "
+                                  f"no run has been sealed against it yet; run `fkrunbook run --env {environment} --phase "
                                   "orphan_check` to start it", environment=environment)
             rows = conn.execute(f"SELECT {', '.join(FIELDS)}, entry_sha256 FROM {QUALIFIED} WHERE environment = %s "
                                 "ORDER BY entry", (environment,)).fetchall()
@@ -393,13 +393,13 @@ def verify_ledger(entries: list[Entry], runs: list, where: str) -> LedgerCheck:
     for run_id, entry in sorted(latest.items(), key=lambda item: item[1].entry):
         run = by_id.get(run_id)
         if run is None:
-            problems.append(f"{entry.environment}/{run_id}: in the ledger (entry {entry.entry}, chain #{entry.sequence}, "
-                            f"sealed {entry.sealed_at} by {entry.operator} on {entry.host}) but not in {where}: its "
+            problems.append(f"{entry.environment}/{run_id}: in the ledger (entry {entry.entry}, chain "
+                            f"#{entry.sequence}, sealed {entry.sealed_at} by {entry.operator} on {entry.host}) but not in {where}: its "
                             "evidence is missing")
         elif run.manifest_sha256 != entry.manifest_sha256:
             problems.append(f"{entry.environment}/{run_id}: manifest.json is not the one the ledger recorded (sha256 "
-                            f"{entry.manifest_sha256[:16]} in entry {entry.entry}, {run.manifest_sha256[:16]} in {where}): "
-                            "the manifest was altered")
+                            f"{entry.manifest_sha256[:16]} in entry {entry.entry}, {run.manifest_sha256[:16]} in "
+                            f"{where}): the manifest was altered")
         else:
             found += 1
     off_ledger = []
