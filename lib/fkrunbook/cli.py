@@ -581,17 +581,26 @@ def archive_show(run_id, audit_dir, project):
 
 @archive.command("verify")
 @click.argument("target", required=False)
+@click.option("--env", "ledger_env", help="Also check the runs against this environment's ledger, in its database: "
+                                          "a run missing (the newest too), a manifest altered, the ledger altered.")
 @audit_option
 @project_option
 @_friendly
-def archive_verify(target, audit_dir, project):
-    """Recompute every file hash and the chain of manifests (a run id, an environment, or all).
+def archive_verify(target, ledger_env, audit_dir, project):
+    """Recompute every file hash and the chain of manifests (a run id, an environment, or all);
+    with --env, also check that environment's runs against the ledger in its database.
 
-    Example: fkrunbook archive verify staging
+    Example: fkrunbook archive verify --env production
     """
     from .errors import FkrunbookError
     from .evidence import verify_archive
 
+    if ledger_env:
+        if target:
+            raise FkrunbookError(f"give either a run or environment ({target!r}) or --env {ledger_env}, not both; "
+                                 f"--env checks every run of {ledger_env!r}")
+        _verify_against_ledger(ledger_env, audit_dir, project)
+        return
     try:
         problems, checked = verify_archive(_audit_dir(audit_dir, project), target)
     except LookupError:
@@ -602,6 +611,34 @@ def archive_verify(target, audit_dir, project):
     if problems:
         raise FkrunbookError(f"{len(problems)} problem(s) in {checked} sealed run(s): the evidence was altered")
     click.echo(f"{checked} sealed run(s) verified: every file and the chain are intact")
+
+
+def _verify_against_ledger(env: str, audit_dir, project) -> None:
+    """`archive verify --env`: the folder's own checks for that environment, then the ledger's."""
+    from .database import connect
+    from .environment import get_environment
+    from .evidence import load_runs, verify_archive
+    from .ledger import read_ledger, verify_ledger
+
+    environment = get_environment(env, _config(project).environments)  # an unknown name: one line, nothing read
+    audit = _audit_dir(audit_dir, project)
+    entries = read_ledger(connect(environment, read_only=True), environment.name)
+    try:
+        problems, _ = verify_archive(audit, environment.name)
+    except LookupError:  # no run of it in this folder: the ledger says what is missing
+        problems = []
+    where = _shown(audit / environment.name)
+    check = verify_ledger(entries, load_runs(audit, environment.name), where)
+    for problem in problems + check.problems:
+        click.echo(problem)
+    if check.off_ledger:
+        click.echo(f"note: {len(check.off_ledger)} run(s) in {where} were sealed without the ledger (skipped, see "
+                   f"their manifests): checked in the folder's chain only: {', '.join(check.off_ledger)}")
+    if problems or check.problems:
+        raise FkrunbookError(f"{len(problems) + len(check.problems)} problem(s) against the ledger of {env!r} "
+                             f"({check.runs} run(s) recorded there, {check.found} found intact in {where})")
+    click.echo(f"{check.runs} run(s) in the ledger of {env!r}, each found in {where} with the manifest the ledger "
+               "recorded; every file, the chain and the ledger are intact")
 
 
 def _print_event(kind: str, info: dict) -> None:
@@ -653,6 +690,10 @@ def _print_summary(run_dir: Path) -> None:
     click.echo(f"report: {_shown(run_dir / reports[0]) if reports else _shown(run_dir)} "
                f"(all runs: {_shown(run_dir.parent.parent / 'index.html')}); "
                f"manifest sha256 {_sha256(run_dir / 'manifest.json')[:16]}, chain #{manifest.get('sequence')}")
+    from .ledger import ledger_line
+
+    if ledger_line(manifest):
+        click.echo(ledger_line(manifest))
 
 
 def _sha256(path: Path) -> str:

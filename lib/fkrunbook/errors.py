@@ -233,3 +233,12 @@ class InteractiveChangeRefusedError(FkrunbookError):
 class LabError(FkrunbookError):
     """``fkrunbook lab`` cannot start as asked (a port in use, a short token, JupyterLab missing);
     nothing was started or written."""
+
+
+class LedgerError(FkrunbookError):
+    """An environment's ledger (``fkrunbook_ledger.runs``) cannot be read to verify against it: it
+    does not exist yet, or this role may not read it."""
+
+    def __init__(self, message: str, *, environment: str):
+        self.environment = environment
+        super().__init__(message)

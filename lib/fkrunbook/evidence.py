@@ -94,12 +94,15 @@ def scrub_secrets(run_dir: Path, secrets: list[str], keep: set[str] | frozenset 
     return found
 
 
-def seal_run(run_dir: Path, manifest: dict, secrets: list[str], *, locked: bool = False) -> dict:
+def seal_run(run_dir: Path, manifest: dict, secrets: list[str], *, locked: bool = False, ledger=None) -> dict:
     """Render the reports, scan for secrets, hash every file and link the manifest into the chain.
 
     A manifest sealed before (it has a ``sequence``) is sealed again in place: only while the run
     is the chain head (:func:`is_chain_head`), keeping its place and its link; the reports and the
-    scan cover only what is new. ``locked``: the caller holds :func:`chain_lock` already."""
+    scan cover only what is new. ``locked``: the caller holds :func:`chain_lock` already.
+    ``ledger`` (a :class:`fkrunbook.ledger.Ledger`): the environment's ledger places the run after
+    its last entry and records the sealed manifest (see there); without it, or where it cannot be
+    written, the place comes from this folder's chain."""
     from .errors import EvidenceUnwritableError
 
     sealed = set(manifest.get("files") or {})
@@ -126,9 +129,10 @@ def seal_run(run_dir: Path, manifest: dict, secrets: list[str], *, locked: bool 
             previous = _chain_head(run_dir.parent)
             manifest["sequence"] = previous.sequence + 1 if previous else 1
             manifest["previous_manifest_sha256"] = previous.manifest_sha256 if previous else None
-        manifest["sealed_at"] = _now()
-        manifest["files"] = file_hashes(run_dir)
-        write_manifest(run_dir, manifest)
+        with ledger.link(run_dir, manifest) if ledger is not None else contextlib.nullcontext():
+            manifest["sealed_at"] = _now()
+            manifest["files"] = file_hashes(run_dir)
+            write_manifest(run_dir, manifest)
     write_index(run_dir.parent.parent)
     return manifest
 
@@ -235,16 +239,19 @@ def verify_archive(audit_dir: Path, target: str | None = None) -> tuple[list[str
         if target and target != env and (not single or single.env != env):
             continue
         chain = sorted((r for r in all_runs if r.env == env and r.sealed), key=lambda r: (r.sequence, r.run_id))
+        gap = 0  # runs of the chain sealed elsewhere (placed by the ledger): `archive verify --env` checks those
         for index, run in enumerate(chain):
+            elsewhere = (run.manifest.get("ledger") or {}).get("previous_here") is False
+            gap = run.sequence - index - 1 if elsewhere else gap
             if single and run is not single:
                 continue
             checked += 1
             problems += _verify_files(run)
             expected_previous = chain[index - 1].manifest_sha256 if index else None
-            if run.sequence != index + 1:
+            if run.sequence != index + 1 + gap:
                 problems.append(f"{env}/{run.run_id}: is number {run.sequence} in the chain but stands at "
-                                f"{index + 1}: a run was removed or inserted out of order")
-            elif run.manifest.get("previous_manifest_sha256") != expected_previous:
+                                f"{index + 1 + gap}: a run was removed or inserted out of order")
+            elif not elsewhere and run.manifest.get("previous_manifest_sha256") != expected_previous:
                 problems.append(f"{env}/{run.run_id}: previous_manifest_sha256 does not match the manifest of "
                                 f"{chain[index - 1].run_id if index else 'nothing (first run)'}: the chain was "
                                 "altered (a manifest edited, a run removed, or inserted out of order)")

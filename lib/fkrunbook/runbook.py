@@ -25,6 +25,7 @@ from .database import connect
 from .environment import get_environment
 from .errors import EnvironmentConfigError, PhaseFailedError, PhaseUnknownError
 from .evidence import git_commit, open_run_folder, plan_hash_of, seal_run, write_manifest
+from .ledger import Ledger
 from .phase import PHASES, RUNNER_ENV, check_parameters, new_run_id
 from .spec import load_spec
 
@@ -117,7 +118,7 @@ def run_phases(config: Config, env: str, phases: list[str] | None = None, *, spe
         manifest.update(status="failed" if failure else "succeeded", ended_at=_now(), plan_hash=plan_hash_of(manifest))
         if any(p["status"] in ("pending", "running") for p in manifest["phases"]):
             manifest["status"] = "failed"  # interrupted (e.g. Ctrl-C): sealed as it stands
-        seal_run(run_dir, manifest, db.secrets)
+        seal_run(run_dir, manifest, db.secrets, ledger=Ledger(db, environment.name))
     if failure:
         raise failure
     return RunResult(run_id, run_dir, manifest)

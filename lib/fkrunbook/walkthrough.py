@@ -44,6 +44,7 @@ from .config import CONFIG_FILE
 from .errors import EvidenceUnwritableError
 from .evidence import (MANIFEST, chain_lock, git_commit, is_chain_head, load_runs, open_run_folder, plan_hash_of,
                        seal_run, write_index, write_manifest)
+from .ledger import Ledger, ledger_line
 from .phase import PHASES
 
 PENDING = ".pending."
@@ -216,8 +217,9 @@ class PhaseRecording:
         env_dir = self.pending.parent
         cells, running = self.recorder.take() if self.recorder is not None else ([], None)
         status = "failed" if error is not None else "succeeded"
+        ledger = Ledger(ctx.db)
         with chain_lock(env_dir):
-            run_dir, manifest = _run_for(env_dir, ctx.run_id, ctx.phase)
+            run_dir, manifest = _run_for(env_dir, ctx.run_id, ctx.phase, ledger.head_run_id())
             self.messages.append(
                 f"**Phase {ctx.phase} {status}; its evidence is sealed** in `{self._shown(run_dir)}` (interactive run "
                 f"of walkthrough `{ctx.run_id}`; `fkrunbook archive list` shows it)."
@@ -253,7 +255,8 @@ class PhaseRecording:
             manifest["parameters"] = {**manifest.get("parameters", {}), **self.parameters}
             manifest.update(status="failed" if any(p["status"] != "succeeded" for p in manifest["phases"])
                             else "succeeded", ended_at=_now(), plan_hash=plan_hash_of(manifest))
-            seal_run(run_dir, manifest, ctx.db.secrets + _lab_secrets(), locked=True)
+            seal_run(run_dir, manifest, ctx.db.secrets + _lab_secrets(), locked=True, ledger=ledger)
+            self.messages[-1] += f" {ledger_line(manifest)}." if ledger_line(manifest) else ""
             shutil.rmtree(self.pending, ignore_errors=True)
             write_index(env_dir.parent)  # without the pending folder
         self.sealed_in = run_dir
@@ -308,15 +311,18 @@ def record_phase(ctx, parameters: dict) -> PhaseRecording:
     return recording
 
 
-def _run_for(env_dir: Path, walkthrough: str, phase: str) -> tuple[Path, dict | None]:
+def _run_for(env_dir: Path, walkthrough: str, phase: str, ledger_head: str | None = None) -> tuple[Path, dict | None]:
     """The run folder this phase joins (call under the chain lock): the walkthrough's newest run
     when it is the chain head, intact, and does not hold this phase yet (its manifest returned);
-    else the walkthrough's next run folder, new (None)."""
+    else the walkthrough's next run folder, new (None). ``ledger_head``: the run of the ledger's
+    last entry (None: unreachable); a run recorded in the ledger is joined only while it is that
+    run (none was sealed after it, here or elsewhere), since sealing it again appends its entry."""
     ours = [r for r in load_runs(env_dir.parent, env_dir.name)
             if r.manifest.get("walkthrough") == walkthrough and r.sealed and PENDING not in r.run_id]
     newest = max(ours, key=lambda r: r.sequence, default=None)
     if (newest is not None and phase not in {p["name"] for p in newest.manifest.get("phases", [])}
-            and is_chain_head(newest.path)):
+            and is_chain_head(newest.path)
+            and (ledger_head == newest.run_id or not (newest.manifest.get("ledger") or {}).get("entry"))):
         return newest.path, newest.manifest
     name, number = walkthrough, 1
     while (env_dir / name).exists():
