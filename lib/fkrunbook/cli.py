@@ -134,7 +134,7 @@ def run(env, phases, spec, run_id, cell_timeout, quiet, project, **phase_values)
     config = _config(project)
     try:
         result = run_phases(config, env, selected, spec=spec, parameters=parameters, run_id=run_id,
-                            cell_timeout=cell_timeout, on_event=None if quiet else _print_event)
+                            cell_timeout=cell_timeout, on_event=_print_published if quiet else _print_event)
     except PhaseFailedError as err:
         if not quiet and err.run_dir:
             _print_summary(Path(err.run_dir))
@@ -531,39 +531,55 @@ def quarantine_restore(run_id, env, database_url, spec, project):
 
 @main.group()
 def archive():
-    """The audit evidence: list, show and verify sealed runs."""
+    """The audit evidence: list, show and verify sealed runs, in the local folder or the team's store."""
 
 
 audit_option = click.option("--audit", "audit_dir", type=click.Path(file_okay=False),
-                            help="Evidence folder (default: the project's, from fkrunbook.toml).")
+                            help="Read this local evidence folder instead of the store.")
+store_option = click.option("--store", help="Evidence store: a folder, git+URL#branch=NAME or s3://bucket/prefix "
+                                            "(default: FKRUNBOOK_STORE, else [evidence] store in fkrunbook.toml, else "
+                                            "the local evidence folder).")
 
 
-def _audit_dir(audit_dir, project) -> Path:
-    return Path(audit_dir) if audit_dir else _config(project).evidence
+def _archive_options(func):
+    for option in reversed([audit_option, store_option, project_option]):
+        func = option(func)
+    return func
+
+
+def _archive_folder(audit_dir, store, project, env=None):
+    """A local folder holding the archive to read: --audit, else the store (a temporary copy of a
+    remote one)."""
+    import contextlib
+
+    from .store import open_store, resolve_store
+
+    if audit_dir:
+        return contextlib.nullcontext(Path(audit_dir))
+    return open_store(resolve_store(_config(project), store), env)
 
 
 @archive.command("list")
 @click.option("--env", help="Only this environment.")
-@audit_option
-@project_option
+@_archive_options
 @_friendly
-def archive_list(env, audit_dir, project):
+def archive_list(env, audit_dir, store, project):
     """List the runs, newest first.
 
     Example: fkrunbook archive list --env staging
     """
     from .evidence import load_runs, run_table
 
-    table = run_table(load_runs(_audit_dir(audit_dir, project), env))
+    with _archive_folder(audit_dir, store, project, env) as folder:
+        table = run_table(load_runs(folder, env))
     click.echo(table.to_string(index=False) if len(table) else "no runs")
 
 
 @archive.command("show")
 @click.argument("run_id")
-@audit_option
-@project_option
+@_archive_options
 @_friendly
-def archive_show(run_id, audit_dir, project):
+def archive_show(run_id, audit_dir, store, project):
     """Show one run's manifest.
 
     Example: fkrunbook archive show 20261126T120000Z-a1b2c3
@@ -573,7 +589,8 @@ def archive_show(run_id, audit_dir, project):
     from .errors import FkrunbookError
     from .evidence import find_run
 
-    run = find_run(_audit_dir(audit_dir, project), run_id)
+    with _archive_folder(audit_dir, store, project) as folder:
+        run = find_run(folder, run_id)
     if run is None:
         raise FkrunbookError(f"run {run_id!r} is not in the archive; `fkrunbook archive list` shows the runs")
     click.echo(json.dumps(run.manifest, indent=2))
@@ -581,10 +598,9 @@ def archive_show(run_id, audit_dir, project):
 
 @archive.command("verify")
 @click.argument("target", required=False)
-@audit_option
-@project_option
+@_archive_options
 @_friendly
-def archive_verify(target, audit_dir, project):
+def archive_verify(target, audit_dir, store, project):
     """Recompute every file hash and the chain of manifests (a run id, an environment, or all).
 
     Example: fkrunbook archive verify staging
@@ -592,11 +608,12 @@ def archive_verify(target, audit_dir, project):
     from .errors import FkrunbookError
     from .evidence import verify_archive
 
-    try:
-        problems, checked = verify_archive(_audit_dir(audit_dir, project), target)
-    except LookupError:
-        raise FkrunbookError(f"{target!r} is neither a run nor an environment in the archive; "
-                             "`fkrunbook archive list` shows them") from None
+    with _archive_folder(audit_dir, store, project) as folder:
+        try:
+            problems, checked = verify_archive(folder, target)
+        except LookupError:
+            raise FkrunbookError(f"{target!r} is neither a run nor an environment in the archive; "
+                                 "`fkrunbook archive list` shows them") from None
     for problem in problems:
         click.echo(problem)
     if problems:
@@ -604,7 +621,32 @@ def archive_verify(target, audit_dir, project):
     click.echo(f"{checked} sealed run(s) verified: every file and the chain are intact")
 
 
+@archive.command("publish")
+@click.option("--env", help="Only this environment's runs.")
+@store_option
+@project_option
+@_friendly
+def archive_publish(env, store, project):
+    """Publish the sealed runs of the local evidence folder that the store lacks (oldest first);
+    a run already there is skipped, evidence is never overwritten.
+
+    Example: fkrunbook archive publish --env staging
+    """
+    from .store import publish_runs, resolve_store
+
+    config = _config(project)
+    target = resolve_store(config, store)
+    published = publish_runs(target, config.evidence, env)
+    for item in published:
+        click.echo(f"{item.action}: {item.env}/{item.run_id}")
+    new = sum(1 for p in published if p.action != "already in the store")
+    click.echo(f"{new} run(s) published to the evidence store {target.shown}; {len(published) - new} already there")
+
+
 def _print_event(kind: str, info: dict) -> None:
+    if kind == "published":
+        _print_published(kind, info)
+        return
     if kind == "local_starting":
         click.echo(f"Starting the local PostgreSQL (data in {_shown(info['data_dir'])}) and loading sample data...")
         return
@@ -630,6 +672,12 @@ def _print_event(kind: str, info: dict) -> None:
         if live:
             click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
         click.echo(f"      {info['status']} in {info['duration_s']:.1f} s" + (f"; {_key_result(info)}" if info.get("results") else ""))
+
+
+def _print_published(kind: str, info: dict) -> None:
+    """The one line on publishing a sealed run to the store (shown with --quiet too)."""
+    if kind == "published":
+        click.echo(info["line"] if info["ok"] else f"fkrunbook: warning: {info['line']}", err=not info["ok"])
 
 
 def _key_result(entry: dict) -> str:

@@ -199,6 +199,11 @@ class PhaseRecording:
             self._seal(error)
         finally:
             self.finishing = False
+        from .store import publish_sealed
+
+        published = publish_sealed(self.ctx.config, self.ctx.db.env, self.sealed_in)  # never raises
+        if published:
+            self.messages[-1] += f" {'Published' if published[0] else '**Not published**'}: {published[1]}"
         return Markdown(self.messages[-1])
 
     def failed(self, error: BaseException) -> None:
