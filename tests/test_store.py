@@ -12,7 +12,7 @@ import pytest
 from fkrunbook.errors import StoreError
 from fkrunbook.evidence import load_runs, seal_run, verify_archive
 from fkrunbook.runbook import run_phases
-from fkrunbook.store import _GitClone, open_store, parse_store, publish_run, publish_runs
+from fkrunbook.store import _GitClone, open_store, parse_store, publish_run, publish_runs, pull_runs
 
 from .conftest import copy_project, project_config
 from .test_cli import invoke
@@ -212,6 +212,40 @@ def test_a_run_that_would_fork_the_stores_chain_is_refused(kind, git_remote, tmp
     assert (first / "manifest.json").exists() and (other / "manifest.json").exists()
 
 
+def test_a_new_machine_pulls_the_stores_chain_and_its_next_run_continues_it(git_remote, tmp_path):
+    store = parse_store(f"git+file://{git_remote}#branch=fkrunbook-evidence", tmp_path)
+    first = tmp_path / "first" / "audit"
+    for run_id in ("r1", "r2"):
+        _sealed(first, "staging", run_id)
+    publish_runs(store, first)
+    second = tmp_path / "second" / "audit"
+    assert [(p.env, p.run_id) for p in pull_runs(store, second)] == [("staging", "r1"), ("staging", "r2")]
+    assert pull_runs(store, second) == []  # nothing new
+    run_dir = _sealed(second, "staging", "r3")
+    assert json.loads((run_dir / "manifest.json").read_text())["sequence"] == 3
+    assert publish_run(store, run_dir).action == "published"
+    with open_store(store) as folder:
+        assert verify_archive(folder) == ([], 3)
+    forked = tmp_path / "third" / "audit"
+    _sealed(forked, "staging", "x1")  # sealed before pulling: its chain is not the store's
+    with pytest.raises(StoreError, match="staging/x1 is sealed here but not in the evidence store .*: this folder's "
+                                         "chain and the store's differ, so nothing was pulled"):
+        pull_runs(store, forked)
+    assert [r.run_id for r in load_runs(forked)] == ["x1"]
+
+
+def test_archive_commands_read_the_local_folder_when_asked(project_copy, git_remote, monkeypatch):
+    monkeypatch.delenv("FKRUNBOOK_STORE", raising=False)
+    _configure(project_copy, f"git+file://{git_remote}")
+    _sealed(project_copy / "audit", "staging", "only-here")
+    assert invoke("archive", "list", cwd=project_copy).stdout.strip() == "no runs"  # the store: empty
+    listed = invoke("archive", "list", "--local", cwd=project_copy)
+    assert "only-here" in listed.stdout
+    assert invoke("archive", "verify", "--local", cwd=project_copy).exit_code == 0
+    assert invoke("archive", "publish", cwd=project_copy).exit_code == 0
+    assert "only-here" in invoke("archive", "list", cwd=project_copy).stdout
+
+
 def test_a_resealed_head_replaces_its_copy_and_an_altered_copy_is_never_overwritten(git_remote, tmp_path):
     store = parse_store(f"git+file://{git_remote}", tmp_path)
     audit = tmp_path / "audit"
@@ -353,3 +387,35 @@ def test_a_failed_publish_to_the_object_store_shows_no_secret(project_copy, aws,
     assert "bucket 'no-such-bucket-here' does not exist (create it, or fix the store URL)" in line
     assert SECRET not in result.output + result.stderr and KEY_ID not in result.output + result.stderr
     assert _tree(project_copy) == before
+
+
+def test_two_scheduled_ci_runs_from_empty_checkouts_form_one_chain_in_the_store(database, git_remote, tmp_path,
+                                                                                   monkeypatch):
+    """The scheduled workflow `init --ci github` writes, its fkrunbook steps in order, twice, each
+    time in a fresh checkout (as CI starts): the second run continues the store's chain, both are
+    published, and the store verifies."""
+    import shlex
+
+    import yaml
+
+    from fkrunbook.workflows import render_workflows
+
+    monkeypatch.delenv("FKRUNBOOK_STORE", raising=False)
+    workflow = yaml.safe_load(render_workflows("fkrunbook", "supabase", "fkrunbook")["fkrunbook-orphan-detection.yml"])
+    steps = [(step["name"], shlex.split(step["run"])[1:]) for job in workflow["jobs"].values()
+             for step in job["steps"] if step.get("run", "").startswith("fkrunbook ")]
+    url = f"git+file://{git_remote}#branch=fkrunbook-evidence"
+    for job in ("monday", "tuesday"):
+        checkout = copy_project(tmp_path / job)
+        _configure(checkout, url)
+        outcome = {name: invoke(*argv, cwd=checkout, env={"STAGING_DATABASE_URL": database.url})
+                   for name, argv in steps}
+        for name in ("Continue the evidence store's chain", "Publish the evidence to the store",
+                     "The store's evidence intact"):
+            assert outcome[name].exit_code == 0, f"{job}: {name}: {outcome[name].output}"
+        assert outcome["The store's evidence intact"].stdout.strip().endswith("verified: every file and the chain are "
+                                                                             "intact")
+    logged = _branch_log(git_remote)
+    assert len(logged) == 2 and logged[0].endswith("sealed run #2 (failed)") and logged[1].endswith("#1 (failed)")
+    with open_store(parse_store(url, tmp_path)) as folder:
+        assert verify_archive(folder) == ([], 2)  # failed: --fail-on-orphans on the sample's planted orphans

@@ -541,21 +541,29 @@ store_option = click.option("--store", help="Evidence store: a folder, git+URL#b
                                             "the local evidence folder).")
 
 
+local_option = click.option("--local", is_flag=True, help="Read the local evidence folder ([runbook] evidence) "
+                                                           "instead of the store.")
+
+
 def _archive_options(func):
-    for option in reversed([audit_option, store_option, project_option]):
+    for option in reversed([local_option, audit_option, store_option, project_option]):
         func = option(func)
     return func
 
 
-def _archive_folder(audit_dir, store, project, env=None):
-    """A local folder holding the archive to read: --audit, else the store (a temporary copy of a
-    remote one)."""
+def _audit_dir(audit_dir, project) -> Path:
+    return Path(audit_dir) if audit_dir else _config(project).evidence
+
+
+def _archive_folder(audit_dir, store, project, env=None, local=False):
+    """A local folder holding the archive to read: --audit or --local, else the store (a temporary
+    copy of a remote one)."""
     import contextlib
 
     from .store import open_store, resolve_store
 
-    if audit_dir:
-        return contextlib.nullcontext(Path(audit_dir))
+    if audit_dir or local:
+        return contextlib.nullcontext(_audit_dir(audit_dir, project))
     return open_store(resolve_store(_config(project), store), env)
 
 
@@ -563,14 +571,14 @@ def _archive_folder(audit_dir, store, project, env=None):
 @click.option("--env", help="Only this environment.")
 @_archive_options
 @_friendly
-def archive_list(env, audit_dir, store, project):
+def archive_list(env, local, audit_dir, store, project):
     """List the runs, newest first.
 
     Example: fkrunbook archive list --env staging
     """
     from .evidence import load_runs, run_table
 
-    with _archive_folder(audit_dir, store, project, env) as folder:
+    with _archive_folder(audit_dir, store, project, env, local) as folder:
         table = run_table(load_runs(folder, env))
     click.echo(table.to_string(index=False) if len(table) else "no runs")
 
@@ -579,7 +587,7 @@ def archive_list(env, audit_dir, store, project):
 @click.argument("run_id")
 @_archive_options
 @_friendly
-def archive_show(run_id, audit_dir, store, project):
+def archive_show(run_id, local, audit_dir, store, project):
     """Show one run's manifest.
 
     Example: fkrunbook archive show 20261126T120000Z-a1b2c3
@@ -589,7 +597,7 @@ def archive_show(run_id, audit_dir, store, project):
     from .errors import FkrunbookError
     from .evidence import find_run
 
-    with _archive_folder(audit_dir, store, project) as folder:
+    with _archive_folder(audit_dir, store, project, local=local) as folder:
         run = find_run(folder, run_id)
     if run is None:
         raise FkrunbookError(f"run {run_id!r} is not in the archive; `fkrunbook archive list` shows the runs")
@@ -600,7 +608,7 @@ def archive_show(run_id, audit_dir, store, project):
 @click.argument("target", required=False)
 @_archive_options
 @_friendly
-def archive_verify(target, audit_dir, store, project):
+def archive_verify(target, local, audit_dir, store, project):
     """Recompute every file hash and the chain of manifests (a run id, an environment, or all).
 
     Example: fkrunbook archive verify staging
@@ -608,7 +616,7 @@ def archive_verify(target, audit_dir, store, project):
     from .errors import FkrunbookError
     from .evidence import verify_archive
 
-    with _archive_folder(audit_dir, store, project) as folder:
+    with _archive_folder(audit_dir, store, project, local=local) as folder:
         try:
             problems, checked = verify_archive(folder, target)
         except LookupError:
@@ -641,6 +649,27 @@ def archive_publish(env, store, project):
         click.echo(f"{item.action}: {item.env}/{item.run_id}")
     new = sum(1 for p in published if p.action != "already in the store")
     click.echo(f"{new} run(s) published to the evidence store {target.shown}; {len(published) - new} already there")
+
+
+@archive.command("pull")
+@click.option("--env", help="Only this environment's runs.")
+@store_option
+@project_option
+@_friendly
+def archive_pull(env, store, project):
+    """Copy the store's sealed runs that the local evidence folder lacks into it, so the next run
+    continues the store's chain (on a new machine, or in CI, which starts with an empty folder).
+
+    Example: fkrunbook archive pull --env staging
+    """
+    from .store import pull_runs, resolve_store
+
+    config = _config(project)
+    target = resolve_store(config, store)
+    pulled = pull_runs(target, config.evidence, env)
+    for item in pulled:
+        click.echo(f"pulled: {item.env}/{item.run_id}")
+    click.echo(f"{len(pulled)} run(s) copied from the evidence store {target.shown} into {_shown(config.evidence)}")
 
 
 def _print_event(kind: str, info: dict) -> None:

@@ -225,9 +225,9 @@ def _decide(run: Run, existing: list[Run], store: Store) -> str:
         fork = f"it links to another run than the store's #{previous.sequence} ({previous.run_id})"
     if fork:
         raise StoreError(f"{where} (#{run.sequence} of the {run.env} chain on this machine) would fork the chain in the "
-                         f"evidence store {store.shown}: {fork}; its evidence stays here, sealed: publish it to "
-                         "another store, or continue the store's chain (its runs copied into the evidence folder) "
-                         "before the next run", store=store.shown)
+                         f"evidence store {store.shown}: {fork}; its evidence stays here, sealed. Before the next run, "
+                         f"`fkrunbook archive pull --env {run.env}` copies the store's chain here, so runs continue it",
+                         store=store.shown)
     return "published"
 
 
@@ -450,6 +450,42 @@ def open_store(store: Store, env: str | None = None):
             except Exception as err:
                 raise _s3_failure(store, "read", err) from None
         yield folder
+
+
+def pull_runs(store: Store, evidence: Path, env: str | None = None) -> list[Published]:
+    """Copy the store's sealed runs (of ``env``) that the local evidence folder lacks into it, so
+    the next run there continues the store's chain. Refused, with nothing copied, when a local
+    sealed run of the same environment is not in the store as it is here: the two chains differ."""
+    evidence = Path(evidence)
+    if is_local(store, evidence):
+        return []
+    with open_store(store, env) as folder:
+        stored = sorted((r for r in load_runs(folder, env) if r.sealed), key=lambda r: (r.env, r.sequence, r.run_id))
+        found = {(r.env, r.run_id): r.manifest_sha256 for r in stored}
+        for run in stored:
+            problems = _verify_files(run)
+            if problems:
+                raise StoreError(f"{problems[0]} in the evidence store {store.shown}; nothing was pulled "
+                                 "(`fkrunbook archive verify` lists every problem)", store=store.shown)
+        envs = {r.env for r in stored}
+        for run in load_runs(evidence, env):
+            if run.sealed and run.env in envs and found.get((run.env, run.run_id)) != run.manifest_sha256:
+                raise StoreError(f"{run.env}/{run.run_id} is sealed here but not in the evidence store {store.shown}: "
+                                 "this folder's chain and the store's differ, so nothing was pulled; publish it "
+                                 "(`fkrunbook archive publish`), or move it out of the evidence folder (it is "
+                                 "sealed evidence: keep it) and pull again", store=store.shown)
+        pulled = []
+        for run in stored:
+            target = evidence / run.env / run.run_id
+            if not target.exists():
+                with chain_lock(evidence / run.env):
+                    _copy_run(run, target)
+                pulled.append(Published(run.env, run.run_id, "pulled"))
+    if pulled:
+        from .evidence import write_index
+
+        write_index(evidence)
+    return pulled
 
 
 # -- never a credential in a message --------------------------------------------------------------------------
