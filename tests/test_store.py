@@ -419,3 +419,23 @@ def test_two_scheduled_ci_runs_from_empty_checkouts_form_one_chain_in_the_store(
     assert len(logged) == 2 and logged[0].endswith("sealed run #2 (failed)") and logged[1].endswith("#1 (failed)")
     with open_store(parse_store(url, tmp_path)) as folder:
         assert verify_archive(folder) == ([], 2)  # failed: --fail-on-orphans on the sample's planted orphans
+
+
+def test_a_notebook_run_in_jupyterlab_is_published_when_sealed(project_copy, database, git_remote, monkeypatch):
+    """nbclient runs the walkthrough's orphan check as JupyterLab does; its sealing publishes it."""
+    from fkrunbook.config import load_config
+    from fkrunbook.lab import prepare_walkthrough
+
+    from .conftest import write_config
+    from .test_walkthrough import execute
+
+    url = f"git+file://{git_remote}#branch=fkrunbook-evidence"
+    monkeypatch.setenv("FKRUNBOOK_STORE", url)  # the kernel inherits it
+    write_config(project_config(project_copy, database.environments), project_copy)
+    walkthrough = prepare_walkthrough(load_config(project_copy / "fkrunbook.toml"), "test")
+    book = execute(walkthrough.folder / "01_orphan_check.ipynb")
+    shown = [o["data"]["text/markdown"] for c in book.cells if c.cell_type == "code" for o in c.get("outputs", [])
+             if "text/markdown" in o.get("data", {})]
+    assert any(line.endswith(f"Published: published: test/{walkthrough.run_id} in the evidence store {url}")
+               for line in shown), shown
+    assert _branch_log(git_remote) == [f"test/{walkthrough.run_id}: sealed run #1 (succeeded)"]
