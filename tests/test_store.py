@@ -238,7 +238,8 @@ def test_archive_commands_read_the_local_folder_when_asked(project_copy, git_rem
     monkeypatch.delenv("FKRUNBOOK_STORE", raising=False)
     _configure(project_copy, f"git+file://{git_remote}")
     _sealed(project_copy / "audit", "staging", "only-here")
-    assert invoke("archive", "list", cwd=project_copy).stdout.strip() == "no runs"  # the store: empty
+    assert _one_line_error(invoke("archive", "list", cwd=project_copy)).endswith(
+        "has no branch 'fkrunbook-evidence': nothing was published there yet, or the branch name is misspelt")
     listed = invoke("archive", "list", "--local", cwd=project_copy)
     assert "only-here" in listed.stdout
     assert invoke("archive", "verify", "--local", cwd=project_copy).exit_code == 0
@@ -436,6 +437,34 @@ def test_a_notebook_run_in_jupyterlab_is_published_when_sealed(project_copy, dat
     book = execute(walkthrough.folder / "01_orphan_check.ipynb")
     shown = [o["data"]["text/markdown"] for c in book.cells if c.cell_type == "code" for o in c.get("outputs", [])
              if "text/markdown" in o.get("data", {})]
-    assert any(line.endswith(f"Published: published: test/{walkthrough.run_id} in the evidence store {url}")
+    assert any(line.endswith(f" Published: test/{walkthrough.run_id} in the evidence store {url}.")
                for line in shown), shown
     assert _branch_log(git_remote) == [f"test/{walkthrough.run_id}: sealed run #1 (succeeded)"]
+
+
+def test_with_the_default_store_there_is_nothing_to_publish(project_copy, monkeypatch):
+    monkeypatch.delenv("FKRUNBOOK_STORE", raising=False)
+    _sealed(project_copy / "audit", "staging", "r1")
+    result = invoke("archive", "publish", cwd=project_copy)
+    assert result.exit_code == 0 and result.stdout.startswith("the evidence store is the local evidence folder audit: "
+                                                              "nothing to publish")
+
+
+def test_the_runners_publish_warning_is_one_line_on_stderr_even_when_quiet(project_copy, database, tmp_path):
+    url = f"git+file://{tmp_path / 'nowhere.git'}#branch=evidence"
+    result = invoke("run", "--env", "staging", "--phase", "orphan_check", "--quiet", cwd=project_copy,
+                    env={"STAGING_DATABASE_URL": database.url, "FKRUNBOOK_STORE": url})
+    assert result.exit_code == 0, result.output
+    [run_dir] = [p for p in (project_copy / "audit" / "staging").iterdir() if p.is_dir()]
+    assert result.stdout.splitlines() == [f"run {run_dir.name} succeeded; evidence: {run_dir.relative_to(project_copy)}"]
+    [warning] = result.stderr.splitlines()
+    assert warning.startswith(f"fkrunbook: warning: the run was not published to the evidence store: cannot reach the "
+                              f"evidence store {url}: ")
+    assert warning.endswith("publish it later with `fkrunbook archive publish --env staging`")
+    assert verify_archive(project_copy / "audit") == ([], 1)
+
+
+def test_reading_an_object_store_whose_bucket_is_missing_is_one_line(project_copy, aws, s3_endpoint):
+    _configure(project_copy, "s3://no-such-bucket-here/team", s3_endpoint)
+    line = _one_line_error(invoke("archive", "verify", cwd=project_copy))
+    assert "cannot read the evidence store s3://no-such-bucket-here/team" in line and SECRET not in line

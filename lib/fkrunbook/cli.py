@@ -134,7 +134,7 @@ def run(env, phases, spec, run_id, cell_timeout, quiet, project, **phase_values)
     config = _config(project)
     try:
         result = run_phases(config, env, selected, spec=spec, parameters=parameters, run_id=run_id,
-                            cell_timeout=cell_timeout, on_event=_print_published if quiet else _print_event)
+                            cell_timeout=cell_timeout, on_event=_print_publish_failure if quiet else _print_event)
     except PhaseFailedError as err:
         if not quiet and err.run_dir:
             _print_summary(Path(err.run_dir))
@@ -640,10 +640,14 @@ def archive_publish(env, store, project):
 
     Example: fkrunbook archive publish --env staging
     """
-    from .store import publish_runs, resolve_store
+    from .store import is_local, publish_runs, resolve_store
 
     config = _config(project)
     target = resolve_store(config, store)
+    if is_local(target, config.evidence):
+        click.echo(f"the evidence store is the local evidence folder {_shown(config.evidence)}: nothing to publish "
+                   "(set [evidence] store in fkrunbook.toml, or FKRUNBOOK_STORE)")
+        return
     published = publish_runs(target, config.evidence, env)
     for item in published:
         click.echo(f"{item.action}: {item.env}/{item.run_id}")
@@ -704,9 +708,15 @@ def _print_event(kind: str, info: dict) -> None:
 
 
 def _print_published(kind: str, info: dict) -> None:
-    """The one line on publishing a sealed run to the store (shown with --quiet too)."""
+    """The one line on publishing a sealed run to the store: stdout, or a warning on stderr."""
     if kind == "published":
         click.echo(info["line"] if info["ok"] else f"fkrunbook: warning: {info['line']}", err=not info["ok"])
+
+
+def _print_publish_failure(kind: str, info: dict) -> None:
+    """With --quiet: only a publish that failed (the run's own line stays the only one on stdout)."""
+    if kind == "published" and not info["ok"]:
+        _print_published(kind, info)
 
 
 def _key_result(entry: dict) -> str:

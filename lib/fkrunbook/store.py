@@ -399,6 +399,9 @@ def _publish_s3(store: Store, run: Run, fs=None, root: str | None = None) -> Pub
 
 def _s3_runs(fs, root: str, env: str | None = None) -> list[Run]:
     """The runs in the store (of ``env``), from their manifests alone."""
+    bucket = root.split("/")[0]
+    if not fs.exists(bucket):  # a listing of a missing bucket is empty: say so instead of "no runs"
+        raise FileNotFoundError(bucket)
     runs = []
     for path in fs.glob(f"{root}/{env or '*'}/*/{MANIFEST}"):
         data = fs.cat_file(path)
@@ -421,10 +424,11 @@ def _s3_failure(store: Store, doing: str, err: Exception) -> StoreError:
 
 # -- reading ------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def open_store(store: Store, env: str | None = None):
+def open_store(store: Store, env: str | None = None, *, empty_ok: bool = False):
     """A local folder holding the store's runs (``env``: at least that environment's), in the
     evidence layout, for :func:`fkrunbook.evidence.load_runs` and :func:`~fkrunbook.evidence.verify_archive`:
-    a folder store itself, else a temporary copy removed on exit."""
+    a folder store itself, else a temporary copy removed on exit. A git store whose branch does not
+    exist is refused (a misspelt branch must not read as "no runs, all intact") unless ``empty_ok``."""
     if store.kind == FOLDER:
         yield Path(store.location)
         return
@@ -435,8 +439,11 @@ def open_store(store: Store, env: str | None = None):
                 _git(store, "clone", "--quiet", "--depth", "1", "--single-branch", "--branch", store.branch, "--",
                      store.location, str(folder))
                 shutil.rmtree(folder / ".git")
-            else:
+            elif empty_ok:
                 folder.mkdir()
+            else:
+                raise StoreError(f"the evidence store {store.shown} has no branch {store.branch!r}: nothing was "
+                                 "published there yet, or the branch name is misspelt", store=store.shown)
         else:
             fs, root = _s3(store)
             folder.mkdir()
@@ -459,7 +466,7 @@ def pull_runs(store: Store, evidence: Path, env: str | None = None) -> list[Publ
     evidence = Path(evidence)
     if is_local(store, evidence):
         return []
-    with open_store(store, env) as folder:
+    with open_store(store, env, empty_ok=True) as folder:
         stored = sorted((r for r in load_runs(folder, env) if r.sealed), key=lambda r: (r.env, r.sequence, r.run_id))
         found = {(r.env, r.run_id): r.manifest_sha256 for r in stored}
         for run in stored:

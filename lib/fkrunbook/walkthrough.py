@@ -203,7 +203,8 @@ class PhaseRecording:
 
         published = publish_sealed(self.ctx.config, self.ctx.db.env, self.sealed_in)  # never raises
         if published:
-            self.messages[-1] += f" {'Published' if published[0] else '**Not published**'}: {published[1]}"
+            ok, line = published
+            self.messages[-1] += f" {line[0].upper()}{line[1:]}." if ok else f" **Warning**: {line}."
         return Markdown(self.messages[-1])
 
     def failed(self, error: BaseException) -> None:
