@@ -214,7 +214,8 @@ CASES = [
      "cannot reach the evidence store git+http://127.0.0.1:9/org/evidence.git#branch=evidence: ", 1),
     ("store-no-credentials", ["archive", "publish"],
      {"FKRUNBOOK_STORE": "s3://fk-evidence/team", "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
-      "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"},
+      "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/nonexistent",
+      "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"},
      run_once("r1"), "no credentials for the evidence store s3://fk-evidence/team: export AWS_ACCESS_KEY_ID and "
                      "AWS_SECRET_ACCESS_KEY", 1),
     ("local-too-few-rows", ["local", "reset", "--rows", "5"], {}, None, "--rows 5 is too few", 1),

@@ -336,6 +336,10 @@ def _tree(folder: Path) -> dict:
      "fkrunbook.toml"),
     ("git+https://github.com/org/evidence.git#brnch=ev", "the part after # must be branch=<name>"),
     ("s3://Bad_Bucket/x", "needs a bucket: s3://bucket/prefix"),
+    ('s3://fk-evidence/x"\nendpoint = "abcd.supabase.co/storage/v1/s3',
+     "evidence store endpoint 'abcd.supabase.co/storage/v1/s3' must be an http(s) URL"),
+    ('s3://fk-evidence/x"\nendpoint = "https://key:ghp_T0kenValue@minio.example.com',
+     "evidence store 'https://minio.example.com' carries credentials; never write them in fkrunbook.toml"),
 ])
 def test_a_bad_store_in_the_configuration_is_one_line(tmp_path, store, expected):
     project = copy_project(tmp_path / "project")
@@ -456,7 +460,8 @@ def test_the_runners_publish_warning_is_one_line_on_stderr_even_when_quiet(proje
                     env={"STAGING_DATABASE_URL": database.url, "FKRUNBOOK_STORE": url})
     assert result.exit_code == 0, result.output
     [run_dir] = [p for p in (project_copy / "audit" / "staging").iterdir() if p.is_dir()]
-    assert result.stdout.splitlines() == [f"run {run_dir.name} succeeded; evidence: {run_dir.relative_to(project_copy)}"]
+    shown = run_dir.relative_to(project_copy)
+    assert result.stdout.splitlines() == [f"run {run_dir.name} succeeded; evidence: {shown}"]
     [warning] = result.stderr.splitlines()
     assert warning.startswith(f"fkrunbook: warning: the run was not published to the evidence store: cannot reach the "
                               f"evidence store {url}: ")

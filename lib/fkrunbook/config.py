@@ -293,7 +293,8 @@ def parse_config(raw: dict, path: Path) -> Config:
         from .store import parse_store
 
         try:  # the syntax only (no network): a misspelt scheme fails before anything runs
-            parse_store(evidence.get("store"), config.evidence, base=root, in_file=True)
+            parse_store(evidence.get("store"), config.evidence, base=root, in_file=True,
+                        endpoint=evidence.get("endpoint"), region=evidence.get("region"))
         except StoreError as err:
             fail(f"[evidence] {err}")
         config = replace(config, store=evidence.get("store"), store_endpoint=evidence.get("endpoint"),

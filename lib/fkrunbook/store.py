@@ -100,8 +100,8 @@ def parse_store(value: str | None, default_folder: Path, *, base: Path | None = 
             raise _credentials_in_file(value)
         location = value[5:].strip("/")
         if not location or not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", location):
-            raise StoreError(f"evidence store {value!r} needs a bucket: s3://bucket/prefix (bucket names are lower-case "
-                             "letters, digits, dots and dashes)")
+            raise StoreError(f"evidence store {value!r} needs a bucket: s3://bucket/prefix (bucket names are "
+                             "lower-case letters, digits, dots and dashes)")
         if endpoint and not endpoint.startswith(("https://", "http://")):
             raise StoreError(f"evidence store endpoint {_strip_userinfo(endpoint)!r} must be an http(s) URL, e.g. "
                              "https://<project>.supabase.co/storage/v1/s3")
@@ -111,8 +111,9 @@ def parse_store(value: str | None, default_folder: Path, *, base: Path | None = 
     if scheme == "file":
         return Store(FOLDER, str(Path(value[7:]).resolve()))
     if scheme or value.startswith(("git@", "ssh:", "http:", "https:")):
-        raise StoreError(f"evidence store {_strip_userinfo(value)!r} has an unknown scheme {scheme or value.split(':')[0]!r}; "
-                         f"use {SCHEMES} (a git remote is written git+<url>)")
+        named = scheme or value.split(":")[0]
+        raise StoreError(f"evidence store {_strip_userinfo(value)!r} has an unknown scheme {named!r}; use {SCHEMES} "
+                         "(a git remote is written git+<url>)")
     return Store(FOLDER, str(((base or Path.cwd()) / value).resolve()))
 
 
@@ -224,8 +225,8 @@ def _decide(run: Run, existing: list[Run], store: Store) -> str:
     elif previous is not None and previous.manifest_sha256 != run.manifest.get("previous_manifest_sha256"):
         fork = f"it links to another run than the store's #{previous.sequence} ({previous.run_id})"
     if fork:
-        raise StoreError(f"{where} (#{run.sequence} of the {run.env} chain on this machine) would fork the chain in the "
-                         f"evidence store {store.shown}: {fork}; its evidence stays here, sealed. Before the next run, "
+        raise StoreError(f"{where} (#{run.sequence} of the {run.env} chain on this machine) would fork the chain in "
+                         f"the evidence store {store.shown}: {fork}; its evidence stays here, sealed. Before the next run, "
                          f"`fkrunbook archive pull --env {run.env}` copies the store's chain here, so runs continue it",
                          store=store.shown)
     return "published"
