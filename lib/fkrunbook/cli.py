@@ -134,7 +134,7 @@ def run(env, phases, spec, run_id, cell_timeout, quiet, project, **phase_values)
     config = _config(project)
     try:
         result = run_phases(config, env, selected, spec=spec, parameters=parameters, run_id=run_id,
-                            cell_timeout=cell_timeout, on_event=None if quiet else _print_event)
+                            cell_timeout=cell_timeout, on_event=_print_publish_failure if quiet else _print_event)
     except PhaseFailedError as err:
         if not quiet and err.run_dir:
             _print_summary(Path(err.run_dir))
@@ -531,39 +531,63 @@ def quarantine_restore(run_id, env, database_url, spec, project):
 
 @main.group()
 def archive():
-    """The audit evidence: list, show and verify sealed runs."""
+    """The audit evidence: list, show and verify sealed runs, in the local folder or the team's store."""
 
 
 audit_option = click.option("--audit", "audit_dir", type=click.Path(file_okay=False),
-                            help="Evidence folder (default: the project's, from fkrunbook.toml).")
+                            help="Read this local evidence folder instead of the store.")
+store_option = click.option("--store", help="Evidence store: a folder, git+URL#branch=NAME or s3://bucket/prefix "
+                                            "(default: FKRUNBOOK_STORE, else [evidence] store in fkrunbook.toml, else "
+                                            "the local evidence folder).")
+
+
+local_option = click.option("--local", is_flag=True, help="Read the local evidence folder ([runbook] evidence) "
+                                                           "instead of the store.")
+
+
+def _archive_options(func):
+    for option in reversed([local_option, audit_option, store_option, project_option]):
+        func = option(func)
+    return func
 
 
 def _audit_dir(audit_dir, project) -> Path:
     return Path(audit_dir) if audit_dir else _config(project).evidence
 
 
+def _archive_folder(audit_dir, store, project, env=None, local=False):
+    """A local folder holding the archive to read: --audit or --local, else the store (a temporary
+    copy of a remote one)."""
+    import contextlib
+
+    from .store import open_store, resolve_store
+
+    if audit_dir or local:
+        return contextlib.nullcontext(_audit_dir(audit_dir, project))
+    return open_store(resolve_store(_config(project), store), env)
+
+
 @archive.command("list")
 @click.option("--env", help="Only this environment.")
-@audit_option
-@project_option
+@_archive_options
 @_friendly
-def archive_list(env, audit_dir, project):
+def archive_list(env, local, audit_dir, store, project):
     """List the runs, newest first.
 
     Example: fkrunbook archive list --env staging
     """
     from .evidence import load_runs, run_table
 
-    table = run_table(load_runs(_audit_dir(audit_dir, project), env))
+    with _archive_folder(audit_dir, store, project, env, local) as folder:
+        table = run_table(load_runs(folder, env))
     click.echo(table.to_string(index=False) if len(table) else "no runs")
 
 
 @archive.command("show")
 @click.argument("run_id")
-@audit_option
-@project_option
+@_archive_options
 @_friendly
-def archive_show(run_id, audit_dir, project):
+def archive_show(run_id, local, audit_dir, store, project):
     """Show one run's manifest.
 
     Example: fkrunbook archive show 20261126T120000Z-a1b2c3
@@ -573,7 +597,8 @@ def archive_show(run_id, audit_dir, project):
     from .errors import FkrunbookError
     from .evidence import find_run
 
-    run = find_run(_audit_dir(audit_dir, project), run_id)
+    with _archive_folder(audit_dir, store, project, local=local) as folder:
+        run = find_run(folder, run_id)
     if run is None:
         raise FkrunbookError(f"run {run_id!r} is not in the archive; `fkrunbook archive list` shows the runs")
     click.echo(json.dumps(run.manifest, indent=2))
@@ -583,12 +608,12 @@ def archive_show(run_id, audit_dir, project):
 @click.argument("target", required=False)
 @click.option("--env", "ledger_env", help="Also check the runs against this environment's ledger, in its database: "
                                           "a run missing (the newest too), a manifest altered, the ledger altered.")
-@audit_option
-@project_option
+@_archive_options
 @_friendly
-def archive_verify(target, ledger_env, audit_dir, project):
+def archive_verify(target, ledger_env, local, audit_dir, store, project):
     """Recompute every file hash and the chain of manifests (a run id, an environment, or all);
-    with --env, also check that environment's runs against the ledger in its database.
+    with --env, also check that environment's runs (in the store, or --local) against the ledger in
+    its database.
 
     Example: fkrunbook archive verify --env production
     """
@@ -599,13 +624,14 @@ def archive_verify(target, ledger_env, audit_dir, project):
         if target:
             raise FkrunbookError(f"give either a run or environment ({target!r}) or --env {ledger_env}, not both; "
                                  f"--env checks every run of {ledger_env!r}")
-        _verify_against_ledger(ledger_env, audit_dir, project)
+        _verify_against_ledger(ledger_env, audit_dir, store, project, local)
         return
-    try:
-        problems, checked = verify_archive(_audit_dir(audit_dir, project), target)
-    except LookupError:
-        raise FkrunbookError(f"{target!r} is neither a run nor an environment in the archive; "
-                             "`fkrunbook archive list` shows them") from None
+    with _archive_folder(audit_dir, store, project, local=local) as folder:
+        try:
+            problems, checked = verify_archive(folder, target)
+        except LookupError:
+            raise FkrunbookError(f"{target!r} is neither a run nor an environment in the archive; "
+                                 "`fkrunbook archive list` shows them") from None
     for problem in problems:
         click.echo(problem)
     if problems:
@@ -613,22 +639,33 @@ def archive_verify(target, ledger_env, audit_dir, project):
     click.echo(f"{checked} sealed run(s) verified: every file and the chain are intact")
 
 
-def _verify_against_ledger(env: str, audit_dir, project) -> None:
+def _verify_against_ledger(env: str, audit_dir, store, project, local) -> None:
     """`archive verify --env`: the folder's own checks for that environment, then the ledger's."""
     from .database import connect
     from .environment import get_environment
-    from .evidence import load_runs, verify_archive
-    from .ledger import read_ledger, verify_ledger
+    from .ledger import read_ledger
+    from .store import is_local, resolve_store
 
-    environment = get_environment(env, _config(project).environments)  # an unknown name: one line, nothing read
-    audit = _audit_dir(audit_dir, project)
+    config = _config(project)
+    environment = get_environment(env, config.environments)  # an unknown name: one line, nothing read
     entries = read_ledger(connect(environment, read_only=True), environment.name)
+    target = None if audit_dir or local else resolve_store(config, store)
+    with _archive_folder(audit_dir, store, project, environment.name, local) as audit:
+        remote = target is not None and not is_local(target, config.evidence)
+        where = f"{target.shown}/{environment.name}" if remote else _shown(audit / environment.name)
+        _check_ledger(env, environment.name, entries, audit, where)
+
+
+def _check_ledger(env: str, name: str, entries, audit: Path, where: str) -> None:
+    from .errors import FkrunbookError
+    from .evidence import load_runs, verify_archive
+    from .ledger import verify_ledger
+
     try:
-        problems, _ = verify_archive(audit, environment.name)
+        problems, _ = verify_archive(audit, name)
     except LookupError:  # no run of it in this folder: the ledger says what is missing
         problems = []
-    where = _shown(audit / environment.name)
-    check = verify_ledger(entries, load_runs(audit, environment.name), where)
+    check = verify_ledger(entries, load_runs(audit, name), where)
     for problem in problems + check.problems:
         click.echo(problem)
     if check.off_ledger:
@@ -641,7 +678,57 @@ def _verify_against_ledger(env: str, audit_dir, project) -> None:
                "recorded; every file, the chain and the ledger are intact")
 
 
+@archive.command("publish")
+@click.option("--env", help="Only this environment's runs.")
+@store_option
+@project_option
+@_friendly
+def archive_publish(env, store, project):
+    """Publish the sealed runs of the local evidence folder that the store lacks (oldest first);
+    a run already there is skipped, evidence is never overwritten.
+
+    Example: fkrunbook archive publish --env staging
+    """
+    from .store import is_local, publish_runs, resolve_store
+
+    config = _config(project)
+    target = resolve_store(config, store)
+    if is_local(target, config.evidence):
+        click.echo(f"the evidence store is the local evidence folder {_shown(config.evidence)}: nothing to publish "
+                   "(set [evidence] store in fkrunbook.toml, or FKRUNBOOK_STORE)")
+        return
+    published = publish_runs(target, config.evidence, env)
+    for item in published:
+        click.echo(f"{item.action}: {item.env}/{item.run_id}")
+    new = sum(1 for p in published if p.action != "already in the store")
+    click.echo(f"{new} run(s) published to the evidence store {target.shown}; {len(published) - new} already there")
+
+
+@archive.command("pull")
+@click.option("--env", help="Only this environment's runs.")
+@store_option
+@project_option
+@_friendly
+def archive_pull(env, store, project):
+    """Copy the store's sealed runs that the local evidence folder lacks into it, so the next run
+    continues the store's chain (on a new machine, or in CI, which starts with an empty folder).
+
+    Example: fkrunbook archive pull --env staging
+    """
+    from .store import pull_runs, resolve_store
+
+    config = _config(project)
+    target = resolve_store(config, store)
+    pulled = pull_runs(target, config.evidence, env)
+    for item in pulled:
+        click.echo(f"pulled: {item.env}/{item.run_id}")
+    click.echo(f"{len(pulled)} run(s) copied from the evidence store {target.shown} into {_shown(config.evidence)}")
+
+
 def _print_event(kind: str, info: dict) -> None:
+    if kind == "published":
+        _print_published(kind, info)
+        return
     if kind == "local_starting":
         click.echo(f"Starting the local PostgreSQL (data in {_shown(info['data_dir'])}) and loading sample data...")
         return
@@ -667,6 +754,18 @@ def _print_event(kind: str, info: dict) -> None:
         if live:
             click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
         click.echo(f"      {info['status']} in {info['duration_s']:.1f} s" + (f"; {_key_result(info)}" if info.get("results") else ""))
+
+
+def _print_published(kind: str, info: dict) -> None:
+    """The one line on publishing a sealed run to the store: stdout, or a warning on stderr."""
+    if kind == "published":
+        click.echo(info["line"] if info["ok"] else f"fkrunbook: warning: {info['line']}", err=not info["ok"])
+
+
+def _print_publish_failure(kind: str, info: dict) -> None:
+    """With --quiet: only a publish that failed (the run's own line stays the only one on stdout)."""
+    if kind == "published" and not info["ok"]:
+        _print_published(kind, info)
 
 
 def _key_result(entry: dict) -> str:

@@ -39,6 +39,7 @@ SECTIONS = {
     "supabase": {"dir"},
     "runbook": {"specs", "environments", "evidence"},
     "docs": {"table", "new", "index", "procedures"},
+    "evidence": {"store", "endpoint", "region"},
 }
 
 
@@ -91,6 +92,9 @@ class Config:
     evidence: Path
     docs: DocsLayout
     path: Path | None = None           # the fkrunbook.toml it was read from
+    store: str | None = None           # [evidence] store: where sealed runs are published (fkrunbook.store)
+    store_endpoint: str | None = None  # [evidence] endpoint: an S3-compatible service's URL
+    store_region: str | None = None    # [evidence] region
     sha256: str = field(default="", compare=False)
 
     @property
@@ -154,6 +158,10 @@ class Config:
             lines.append(f"index = {docs_rel(self.docs.index)}")
         procedures = [p if docs_root == "." else os.path.join(docs_root, p) for p in self.docs.procedures]
         lines.append("procedures = [" + ", ".join(q(p) for p in procedures) + "]")
+        store = [(k, v) for k, v in (("store", self.store), ("endpoint", self.store_endpoint),
+                                     ("region", self.store_region)) if v]
+        if store:
+            lines += ["", "[evidence]"] + [f"{k} = {q(v)}" for k, v in store]
         return "\n".join(lines) + "\n"
 
 
@@ -276,4 +284,19 @@ def parse_config(raw: dict, path: Path) -> Config:
         docs=DocsLayout(root, table, new, at(index) if index else None,
                         texts("docs", "procedures", [])),
     )
+    evidence = raw.get("evidence", {})
+    for key in ("store", "endpoint", "region"):
+        if key in evidence:
+            text("evidence", key)
+    if evidence:
+        from .errors import StoreError
+        from .store import parse_store
+
+        try:  # the syntax only (no network): a misspelt scheme fails before anything runs
+            parse_store(evidence.get("store"), config.evidence, base=root, in_file=True,
+                        endpoint=evidence.get("endpoint"), region=evidence.get("region"))
+        except StoreError as err:
+            fail(f"[evidence] {err}")
+        config = replace(config, store=evidence.get("store"), store_endpoint=evidence.get("endpoint"),
+                         store_region=evidence.get("region"))
     return config

@@ -242,3 +242,13 @@ class LedgerError(FkrunbookError):
     def __init__(self, message: str, *, environment: str):
         self.environment = environment
         super().__init__(message)
+
+
+class StoreError(FkrunbookError):
+    """The evidence store cannot be used as asked: an unknown scheme, credentials in a file, a remote
+    that cannot be reached, missing credentials, or a run that would overwrite or fork the store's
+    evidence. The message never holds a credential; the local evidence is left as it was."""
+
+    def __init__(self, message: str, *, store: str | None = None):
+        self.store = store
+        super().__init__(message)

@@ -28,6 +28,7 @@ from .evidence import git_commit, open_run_folder, plan_hash_of, seal_run, write
 from .ledger import Ledger
 from .phase import PHASES, RUNNER_ENV, check_parameters, new_run_id
 from .spec import load_spec
+from .store import publish_sealed, resolve_store
 
 
 @dataclass
@@ -63,6 +64,7 @@ def run_phases(config: Config, env: str, phases: list[str] | None = None, *, spe
     per_phase = check_parameters(selected, dict(parameters or {}))
     loaded = load_spec(config.resolve_spec(spec))
     environment = get_environment(env, config.environments)
+    store = resolve_store(config)  # a misspelt FKRUNBOOK_STORE fails here, before anything runs
     db = connect(environment)
     with db.read_only() as conn:
         check_spec(conn, loaded, environment.name)
@@ -119,6 +121,9 @@ def run_phases(config: Config, env: str, phases: list[str] | None = None, *, spe
         if any(p["status"] in ("pending", "running") for p in manifest["phases"]):
             manifest["status"] = "failed"  # interrupted (e.g. Ctrl-C): sealed as it stands
         seal_run(run_dir, manifest, db.secrets, ledger=Ledger(db, environment.name))
+    published = publish_sealed(config, environment, run_dir)  # failed runs too; never raises
+    if published:
+        notify("published", {"ok": published[0], "line": published[1], "store": store.shown})
     if failure:
         raise failure
     return RunResult(run_id, run_dir, manifest)

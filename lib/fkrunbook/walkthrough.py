@@ -200,6 +200,12 @@ class PhaseRecording:
             self._seal(error)
         finally:
             self.finishing = False
+        from .store import publish_sealed
+
+        published = publish_sealed(self.ctx.config, self.ctx.db.env, self.sealed_in)  # never raises
+        if published:
+            ok, line = published
+            self.messages[-1] += f" {line[0].upper()}{line[1:]}." if ok else f" **Warning**: {line}."
         return Markdown(self.messages[-1])
 
     def failed(self, error: BaseException) -> None:

@@ -29,7 +29,7 @@ jobs:
       - name: Whole runbook rehearsed on that schema
         run: fkrunbook run --env local --confirm
       - name: Evidence intact
-        run: fkrunbook archive verify
+        run: fkrunbook archive verify --local
       - name: Stop the local database
         if: always()
         run: fkrunbook local stop
@@ -45,6 +45,11 @@ SCHEDULED = """\
 # Every morning: orphan detection and the FK audit against staging. Fails when orphans appear or an
 # undeclared finding shows up; the evidence is uploaded either way. STAGING_DATABASE_URL is a
 # repository secret (a read-only role is enough: both steps only read).
+# The run continues the chain kept in the team's evidence store ([evidence] store in fkrunbook.toml),
+# is published there and the store is verified. An s3:// store takes its keys from the two secrets
+# below (for Supabase Storage: an S3 access key of the project); a git branch takes FKRUNBOOK_STORE
+# (git+https://x-access-token:TOKEN@github.com/ORG/REPO.git#branch=fkrunbook-evidence) as a secret,
+# or git's own credentials; with the default (a folder) there is nothing to set.
 # (Written by `fkrunbook init --ci github`.)
 name: fkrunbook orphan detection
 on:
@@ -57,12 +62,22 @@ jobs:
     timeout-minutes: 30
     env:
       STAGING_DATABASE_URL: ${{{{ secrets.STAGING_DATABASE_URL }}}}
+      AWS_ACCESS_KEY_ID: ${{{{ secrets.FKRUNBOOK_STORE_ACCESS_KEY_ID }}}}
+      AWS_SECRET_ACCESS_KEY: ${{{{ secrets.FKRUNBOOK_STORE_SECRET_ACCESS_KEY }}}}
     steps:
-{install}      - name: Orphan detection
+{install}      - name: Continue the evidence store's chain
+        run: fkrunbook archive pull --env staging
+      - name: Orphan detection
         run: fkrunbook run --env staging --phase orphan_check --fail-on-orphans
       - name: FK audit
         if: always()
         run: fkrunbook audit --env staging --format github
+      - name: Publish the evidence to the store
+        if: always()
+        run: fkrunbook archive publish --env staging
+      - name: The store's evidence intact, checked against staging's ledger
+        if: always()
+        run: fkrunbook archive verify --env staging
       - name: Upload the evidence
         if: always()
         uses: actions/upload-artifact@v4
