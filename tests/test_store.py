@@ -394,6 +394,9 @@ def test_a_failed_publish_to_the_object_store_shows_no_secret(project_copy, aws,
     assert _tree(project_copy) == before
 
 
+VERIFY = "The store's evidence intact, checked against staging's ledger"
+
+
 def test_two_scheduled_ci_runs_from_empty_checkouts_form_one_chain_in_the_store(database, git_remote, tmp_path,
                                                                                    monkeypatch):
     """The scheduled workflow `init --ci github` writes, its fkrunbook steps in order, twice, each
@@ -416,10 +419,9 @@ def test_two_scheduled_ci_runs_from_empty_checkouts_form_one_chain_in_the_store(
         outcome = {name: invoke(*argv, cwd=checkout, env={"STAGING_DATABASE_URL": database.url})
                    for name, argv in steps}
         for name in ("Continue the evidence store's chain", "Publish the evidence to the store",
-                     "The store's evidence intact"):
+                     VERIFY):
             assert outcome[name].exit_code == 0, f"{job}: {name}: {outcome[name].output}"
-        assert outcome["The store's evidence intact"].stdout.strip().endswith("verified: every file and the chain are "
-                                                                             "intact")
+        assert outcome[VERIFY].stdout.strip().endswith("every file, the chain and the ledger are intact")
     logged = _branch_log(git_remote)
     assert len(logged) == 2 and logged[0].endswith("sealed run #2 (failed)") and logged[1].endswith("#1 (failed)")
     with open_store(parse_store(url, tmp_path)) as folder:
