@@ -1,8 +1,10 @@
 """The HTML reports and audit/index.html, opened in a real browser (headless Chromium) with the
 network cut off: they ask nothing of it, each report opens with its run header, and the index
 names every run. Screenshots go to the test's folder (printed; ``pytest -s`` shows the paths)."""
-import importlib.util
 import getpass
+import importlib.util
+import os
+import re
 import secrets
 import shutil
 import signal
@@ -168,3 +170,72 @@ def test_report_headers_and_the_index_name_every_run_in_chromium(project_copy, d
 def _shown(stamp: str) -> str:
     """A manifest time as the header and the index show it."""
     return stamp.replace("T", " ").removesuffix("+00:00") + " UTC"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jupyterlab") is None,
+                    reason="JupyterLab is not installed: pip install -e '.[lab]' (make lab does)")
+def test_two_notebooks_run_all_in_jupyterlab_in_chromium(project_copy, database, sample, tmp_path):
+    """`fkrunbook lab` on the test environment, and in Chromium two notebooks opened and run with
+    Run All from JupyterLab's menu, as an engineer does: screenshots of each (its top, and its end
+    with the verdict), and both phases are sealed into the walkthrough's run."""
+    from playwright.sync_api import sync_playwright
+
+    from fkrunbook.lab import wait_for_lab
+
+    from .test_cli import FKRUNBOOK
+    from .test_lab import _free_port
+
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    write_config(project_config(project_copy, database.environments), project_copy)
+    token, port = secrets.token_hex(16), _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["FKRUNBOOK_LAB_TOKEN"] = token
+    # JupyterLab's workspace (open tabs) and settings kept in the test's folder, not the user's
+    env.update(JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"))
+    with open(tmp_path / "lab.log", "wb") as out:
+        lab = subprocess.Popen([FKRUNBOOK, "lab", "--env", "test", "--port", str(port)], cwd=project_copy, env=env,
+                               stdout=out, stderr=subprocess.STDOUT)
+    local = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for_lab(port, token, timeout=120)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(local)
+                          else route.abort())  # JupyterLab itself, nothing from elsewhere
+            for name in ("01_orphan_check", "03_migration_preview"):
+                page = context.new_page()
+                try:  # ?reset: a fresh workspace, with only this notebook open
+                    page.goto(f"{local}lab/tree/{name}.ipynb?reset&token={token}", wait_until="load")
+                    idle = page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"\| Idle$"))
+                    idle.wait_for(timeout=120_000)  # the notebook is open and its kernel ready
+                    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
+                    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+                    page.get_by_text("its evidence is sealed").first.wait_for(state="attached", timeout=180_000)
+                    idle.wait_for(timeout=60_000)
+                    news = page.get_by_role("button", name="No", exact=True)
+                    if news.count():  # JupyterLab asks once whether to fetch its news: no
+                        news.first.click()
+                    cells = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell")
+                    cells.first.scroll_into_view_if_needed()
+                    page.wait_for_timeout(500)
+                    page.screenshot(path=str(shots / f"lab-{name}-top.png"))
+                    cells.last.scroll_into_view_if_needed()
+                    page.wait_for_timeout(1000)  # cells scrolled into view are drawn
+                    page.screenshot(path=str(shots / f"lab-{name}-end.png"))
+                except Exception:
+                    page.screenshot(path=str(tmp_path / f"failed-{name}.png"))
+                    raise
+                page.close()
+            browser.close()
+    finally:
+        lab.send_signal(signal.SIGINT)  # Ctrl-C
+        lab.wait(60)
+    (run,) = load_runs(project_copy / "audit", "test")
+    assert run.mode == "interactive" and [p["name"] for p in run.manifest["phases"]] == ["orphan_check",
+                                                                                          "migration_preview"]
+    assert run.status == "succeeded" and run.manifest["reports"] == ["01_orphan_check.html",
+                                                                     "03_migration_preview.html"]
+    print(f"screenshots: {shots}")
+    assert len(list(shots.glob("lab-*.png"))) == 4
