@@ -124,9 +124,11 @@ def report_header(notebook: Path, manifest: dict) -> dict:
     else:
         fields.append(_field("Git commit", "none", note="the project is not a git repository", tone="warn"))
     spec = manifest.get("spec") or {}
-    fields.append(_field("Spec sha256", spec.get("sha256") or "none", mono=True, note=spec.get("file")))
+    fields.append(_field("Spec sha256", spec.get("sha256") or "none", mono=bool(spec.get("sha256")),
+                         note=spec.get("file")))
     plan = (entry.get("results") or {}).get("plan_hash")
-    fields.append(_field("Plan hash", plan or manifest.get("plan_hash") or "none", mono=True,
+    fields.append(_field("Plan hash", plan or manifest.get("plan_hash") or "none",
+                         mono=bool(plan or manifest.get("plan_hash")),
                          note="this phase's plan" if plan else "this run's plan" if manifest.get("plan_hash")
                          else "no plan was made in this run"))
     sequence, previous = manifest.get("sequence"), manifest.get("previous_manifest_sha256")
