@@ -217,6 +217,8 @@ def test_two_notebooks_run_all_in_jupyterlab_in_chromium(project_copy, database,
                     news = page.get_by_role("button", name="No", exact=True)
                     if news.count():  # JupyterLab asks once whether to fetch its news: no
                         news.first.click()
+                    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^View$")).click()
+                    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^File Browser$")).click()  # room
                     cells = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell")
                     cells.first.scroll_into_view_if_needed()
                     page.wait_for_timeout(500)
