@@ -192,7 +192,8 @@ def test_two_notebooks_run_all_in_jupyterlab_in_chromium(project_copy, database,
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     env["FKRUNBOOK_LAB_TOKEN"] = token
     # JupyterLab's workspace (open tabs) and settings kept in the test's folder, not the user's
-    env.update(JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"))
+    env.update(JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"))
     with open(tmp_path / "lab.log", "wb") as out:
         lab = subprocess.Popen([FKRUNBOOK, "lab", "--env", "test", "--port", str(port)], cwd=project_copy, env=env,
                                stdout=out, stderr=subprocess.STDOUT)

@@ -151,8 +151,8 @@ def report_header(notebook: Path, manifest: dict) -> dict:
         "heading": f"{phase} on {env}", "outcome": outcome, "run_id": run_id,
         "outcome_class": outcome if outcome in ("succeeded", "failed", "running") else "unknown",
         "fields": fields,
-        "seal": _marked(f"Report made {_when(_now())}. It is one of the files whose sha256 the run's {MANIFEST} records; "
-                f"`fkrunbook archive verify {run_id}` recomputes them and the chain."),
+        "seal": _marked(f"Report made {_when(_now())}. It is one of the files whose sha256 the run's {MANIFEST} "
+                        f"records; `fkrunbook archive verify {run_id}` recomputes them and the chain."),
     }
 
 
@@ -165,8 +165,9 @@ def _marked(text: str):
     from markupsafe import Markup
 
     parts = html.escape(text).split("`")
-    return Markup("".join(f"<code>{part}</code>" if odd else part for odd, part in
-                          ((i % 2 == 1 and i < len(parts) - 1, part) for i, part in enumerate(parts))))
+    if len(parts) % 2 == 0:  # an unpaired backtick: no code at all
+        return Markup(html.escape(text))
+    return Markup("".join(f"<code>{part}</code>" if index % 2 else part for index, part in enumerate(parts)))
 
 
 def _when(stamp: str | None) -> str:
@@ -389,8 +390,8 @@ def write_index(audit_dir: Path) -> Path:
                    else "no sealed run yet") + (f"; {len(mine) - len(chain)} incomplete" if len(mine) > len(chain)
                                                 else "")
         sections.append(f"<section id='env-{_e(env)}'><h2>{_e(env)} <small>{_e(summary)}</small></h2>"
-                        "<table><thead><tr><th>chain</th><th>run</th><th>mode</th><th>outcome</th><th>phases</th><th>operator"
-                        "</th><th>started<br>ended</th><th>git commit</th><th>evidence</th></tr></thead>"
+                        "<table><thead><tr><th>chain</th><th>run</th><th>mode</th><th>outcome</th><th>phases</th>"
+                        "<th>operator</th><th>started<br>ended</th><th>git commit</th><th>evidence</th></tr></thead>"
                         f"<tbody>{rows}</tbody></table></section>")
     envs = len({r.env for r in runs})
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
@@ -407,7 +408,8 @@ def write_index(audit_dir: Path) -> Path:
             ".incomplete .outcome{background:#bf8700}.phase-failed{color:#cf222e;font-weight:600}"
             ".phase-skipped,.phase-pending{color:#57606a}.dirty{color:#9a6700;font-weight:600}"
             "small{color:#57606a;font-size:12px}.hashes span{margin-right:18px;white-space:nowrap}"
-            "tr.main td:nth-child(2),tr.main td:nth-child(3),tr.main td:nth-child(5),tr.main td:nth-child(7){white-space:nowrap}"
+            "tr.main td:nth-child(2),tr.main td:nth-child(3),tr.main td:nth-child(5),"
+            "tr.main td:nth-child(7){white-space:nowrap}"
             "</style></head><body><h1>fkrunbook audit evidence</h1>"
             "<p class='lead'>Every run, newest first, per environment: sealed runs with their place in the "
             "environment's chain of manifests, incomplete ones (killed before sealing, or a JupyterLab phase "
@@ -450,7 +452,8 @@ def _index_row(run: Run, by_hash: dict[str, Run], head: Run | None) -> str:
             f"<td><span class='outcome'>{_e(run.status)}</span></td><td>{phases}</td>"
             f"<td>{_e(m.get('operator') or '')}<br><small>{_e(m.get('host') or '')}</small></td>"
             f"<td>{_e(_when(m.get('started_at')))}<br>{_e(_when(m.get('ended_at')))}</td><td>{commit_cell}</td>"
-            f"<td>{'<br>'.join(links)}{'' if m.get('reports') or run.sealed else '<br>(no report: incomplete)'}</td></tr>"
+            f"<td>{'<br>'.join(links)}"
+            f"{'' if m.get('reports') or run.sealed else '<br>(no report: incomplete)'}</td></tr>"
             f"<tr class='hashes {_e(run.status)}'><td></td><td colspan='8'>"
             + " ".join(f"<span>{label} <code>{_e(value)}</code></span>" for label, value in hashes) + "</td></tr>")
 
