@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from fkrunbook.cli import main
+from fkrunbook.evidence import find_run
 from fkrunbook.phase import PHASES
 
 from .conftest import schema_state
@@ -149,6 +150,8 @@ def test_cli_summary_table_and_archive_commands(project_copy, database):
     run_id = listing.stdout.splitlines()[1].split()[0]
     shown = invoke("archive", "show", run_id, cwd=project_copy)
     assert shown.exit_code == 0 and f'"run_id": "{run_id}"' in shown.stdout
+    assert json.loads(shown.stdout)["run_id"] == run_id
+    assert f"manifest sha256 {find_run(project_copy / 'audit', run_id).manifest_sha256}" in shown.stderr
     assert invoke("archive", "show", "nope", cwd=project_copy).exit_code == 1
     verified = invoke("archive", "verify", "staging", cwd=project_copy)
     assert verified.exit_code == 0 and "2 sealed run(s) verified" in verified.stdout

@@ -588,7 +588,7 @@ def archive_list(env, local, audit_dir, store, project):
 @_archive_options
 @_friendly
 def archive_show(run_id, local, audit_dir, store, project):
-    """Show one run's manifest.
+    """Show one run's manifest (its sha256 on stderr).
 
     Example: fkrunbook archive show 20261126T120000Z-a1b2c3
     """
@@ -602,6 +602,7 @@ def archive_show(run_id, local, audit_dir, store, project):
     if run is None:
         raise FkrunbookError(f"run {run_id!r} is not in the archive; `fkrunbook archive list` shows the runs")
     click.echo(json.dumps(run.manifest, indent=2))
+    click.echo(f"manifest sha256 {run.manifest_sha256}", err=True)  # stdout stays JSON
 
 
 @archive.command("verify")

@@ -144,6 +144,24 @@ class Ledger:
     def link(self, run_dir: Path, manifest: dict):
         return _Link(self, Path(run_dir), manifest)
 
+    def placement(self, run_dir: Path, manifest: dict) -> dict:
+        """A copy of ``manifest`` placed where :meth:`link` would place it now, read without the
+        ledger's lock: the reports' headers are rendered with it before the short transaction, and
+        made again in the rare case another run was sealed in between."""
+        placed = dict(manifest)
+        if "first_sealed_at" in manifest:  # a sealed run keeps its place
+            return placed
+        try:
+            with self.db.connect_raw(autocommit=True) as conn:
+                if not _exists(conn):
+                    return placed
+                row = conn.execute(f"SELECT {', '.join(FIELDS)}, entry_sha256 FROM {QUALIFIED} WHERE environment = %s "
+                                   "ORDER BY entry DESC LIMIT 1", (self.environment,)).fetchone()
+        except (psycopg.Error, ConnectionFailedError):  # unreadable: link() will say why it skips
+            return placed
+        _place(placed, Entry(*row) if row else None, Path(run_dir))
+        return placed
+
     def head_run_id(self) -> str | None:
         """The run of the ledger's last entry for this environment, or None (empty or unreachable)."""
         try:
@@ -253,14 +271,7 @@ class _Link:
                     "start another run")
             manifest["ledger"] = {**mark, "entry": head.entry + 1}
         else:
-            previous_run, here = None, True
-            if head is not None and head.sequence >= manifest["sequence"] - 1:
-                # The ledger is at least as far along as this folder: the run continues the ledger's chain,
-                # whose last run may have been sealed on another machine (then the folder has a gap there).
-                manifest["sequence"], manifest["previous_manifest_sha256"] = head.sequence + 1, head.manifest_sha256
-                previous_run, here = head.run_id, _sealed_here(self.run_dir.parent, head)
-            manifest["ledger"] = {"schema": SCHEMA, "entry": head.entry + 1 if head else 1,
-                                  "previous_run_id": previous_run, "previous_here": here}
+            _place(manifest, head, self.run_dir)
         self.active = True
         return self
 
@@ -314,6 +325,18 @@ def entry_fields(manifest: dict, manifest_sha256: str, environment: str) -> dict
         "started_at": manifest.get("started_at"), "ended_at": manifest.get("ended_at"),
         "sealed_at": manifest.get("sealed_at"),
     }
+
+
+def _place(manifest: dict, head: Entry | None, run_dir: Path) -> None:
+    """Place a new run after the ledger's last entry ``head`` (its sequence and previous manifest)."""
+    previous_run, here = None, True
+    if head is not None and head.sequence >= manifest["sequence"] - 1:
+        # The ledger is at least as far along as this folder: the run continues the ledger's chain,
+        # whose last run may have been sealed on another machine (then the folder has a gap there).
+        manifest["sequence"], manifest["previous_manifest_sha256"] = head.sequence + 1, head.manifest_sha256
+        previous_run, here = head.run_id, _sealed_here(run_dir.parent, head)
+    manifest["ledger"] = {"schema": SCHEMA, "entry": head.entry + 1 if head else 1,
+                          "previous_run_id": previous_run, "previous_here": here}
 
 
 def _sealed_here(env_dir: Path, head: Entry) -> bool:
