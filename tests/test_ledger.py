@@ -198,3 +198,34 @@ def test_a_run_sealed_again_appends_an_entry_and_only_while_it_is_the_ledgers_ne
     with pytest.raises(EvidenceUnwritableError, match="is no longer the newest run in the ledger of 'test'"):
         seal_run(run_dir, manifest, [], ledger=Ledger(db))
     assert [e.run_id for e in read_ledger(db)] == ["walk", "walk", "other"]
+
+
+def test_reports_show_the_place_the_ledger_gave_even_when_another_run_is_sealed_in_between(database, tmp_path):
+    """The headers are rendered before the ledger's short transaction, from where the ledger would
+    place the run then; another operator's run sealed in that window moves the run one on, and the
+    headers are made again: the report shows the place the manifest records."""
+    first, second = copy_project(tmp_path / "alice"), copy_project(tmp_path / "bob")
+    _, run_a, _ = _run(first, database.url)
+    _, template, _ = _run(second, database.url)  # bob's #2: a sealed run to copy an unsealed one from
+
+    env_dir = second / "audit" / "staging"
+    run_dir = env_dir / "20261130T000000Z-racing"
+    run_dir.mkdir()
+    shutil.copy(template / "01_orphan_check.ipynb", run_dir)
+    manifest = {key: value for key, value in json.loads((template / "manifest.json").read_text()).items()
+                if key not in ("sequence", "previous_manifest_sha256", "ledger", "files", "reports", "sealed_at")}
+    manifest["run_id"] = run_dir.name
+
+    class Racing(Ledger):
+        def placement(self, run_dir, manifest):
+            placed = super().placement(run_dir, manifest)
+            _run(first, database.url)  # alice seals #3 while bob's headers render
+            return placed
+
+    db = database.connect("test")
+    sealed = seal_run(run_dir, manifest, [], ledger=Racing(db, "staging"))
+    assert sealed["sequence"] == 4 and sealed["ledger"]["entry"] == 4 and not sealed["ledger"]["previous_here"]
+    report = (run_dir / "01_orphan_check.html").read_text()
+    assert "#4 in staging&#39;s chain" in report or "#4 in staging's chain" in report
+    assert "sealed on another machine (in the ledger)" in report
+    assert verify_archive(second / "audit", "staging")[0] == []
