@@ -104,6 +104,11 @@ def test_lab_answers_with_its_token_then_ctrl_c_stops_it_its_kernels_and_its_dat
             _api(port, "/api/status")
         assert refused.value.code == 403  # the token is required
         assert server_running(data_dir)  # the local database was started with it
+        page = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/lab", headers={
+            "Authorization": f"token {token}"}), timeout=30).read().decode()
+        config = json.loads(page.split('id="jupyter-config-data"', 1)[1].split(">", 1)[1].split("</script>", 1)[0])
+        assert config["news"] == {"disabled": True}  # nothing fetched from the internet, no question asked
+        assert _api(port, "/lab/api/update", token)[1] == {"notification": None}
         (folder,) = (project_copy / ".fkrunbook" / "lab").iterdir()
         ran = time.monotonic()
         assert run_all(port, token, folder, "01_orphan_check.ipynb") == []
@@ -126,3 +131,4 @@ def test_lab_answers_with_its_token_then_ctrl_c_stops_it_its_kernels_and_its_dat
     for path in project_copy.rglob("*"):
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path
+

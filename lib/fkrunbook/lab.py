@@ -116,7 +116,10 @@ def headless() -> bool:
 
 def lab_command(walkthrough: Walkthrough, port: int, open_browser: bool) -> list[str]:
     command = [sys.executable, "-m", "jupyterlab", "--ip", "127.0.0.1", "--port", str(port),
-               "--ServerApp.port_retries=0", f"--ServerApp.root_dir={walkthrough.folder}"]
+               "--ServerApp.port_retries=0", f"--ServerApp.root_dir={walkthrough.folder}",
+               # nothing fetched from the internet (a machine that can reach production need not reach GitHub),
+               # and no question about it on first start
+               "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if not open_browser:
         command.append("--no-browser")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -161,6 +164,8 @@ def run_lab(config: Config, env: str = "local", *, spec: str | None = None, port
         port = port or _free_port()
         child_env = {k: v for k, v in os.environ.items() if k not in (RUNNER_ENV, TOKEN_ENV, "JUPYTER_TOKEN")}
         child_env["JUPYTER_RUNTIME_DIR"] = str(runtime)
+        # A walkthrough opens on its own notebooks: not the tabs of an earlier session (~/.jupyter).
+        child_env["JUPYTERLAB_WORKSPACES_DIR"] = str(runtime / "workspaces")
         if token:
             child_env["JUPYTER_TOKEN"] = token
         notify("lab_starting", {"walkthrough": walkthrough, "port": port, "token_given": bool(token),
