@@ -36,7 +36,7 @@ def test_server_restart_in_the_middle_of_apply(database, spec, tmp_path, server)
 
     def apply():
         try:
-            apply_plan(db, spec, MIGRATIONS, {}, retries=LockRetries(attempts=60, backoff="100ms", backoff_max="200ms"))
+            apply_plan(db, spec, MIGRATIONS, {}, retries=LockRetries.rising(60, "1s", "1s", backoff="100ms", backoff_max="200ms"))
             outcome["result"] = "applied"
         except MigrationError as err:
             outcome["result"] = str(err)
