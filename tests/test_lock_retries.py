@@ -26,18 +26,20 @@ def _retries(raw) -> LockRetries:
 
 def test_the_projects_spec_lists_its_schedule_step_by_step(spec):
     retries = spec.migration.retries
-    assert retries.steps[:5] == ((100, 50), (100, 100), (100, 200), (100, 500), (150, 1000))
+    assert retries.steps[:5] == ((100, 50), (100, 100), (100, 200), (100, 500), (100, 1000))
     assert retries.attempts == 12 and retries.on_exhaustion == "fail"
     assert retries.max_writer_wait_ms == 150
-    assert retries.give_up_after_s == pytest.approx(1.6 + 26.85)  # every wait in full, every pause but the last
-    assert retries.describe().startswith("100 ms/50 ms, 100 ms/100 ms, 100 ms/200 ms, 100 ms/500 ms, 150 ms/1 s ×2")
+    assert retries.give_up_after_s == pytest.approx(1.4 + 26.85)  # every wait in full, every pause but the last
+    assert retries.describe() == ("100 ms/50 ms, 100 ms/100 ms, 100 ms/200 ms, 100 ms/500 ms, 100 ms/1 s ×2, "
+                                  "100 ms/2 s ×2, 150 ms/5 s ×2, 150 ms/10 s ×2")
 
 
 def test_a_generated_schedule_rises_per_attempt_up_to_its_max():
     retries = _retries({"attempts": 5, "lock_timeout": "100ms", "lock_timeout_max": "300ms", "backoff": "1s",
                         "backoff_max": "3s"})
-    assert retries.steps == ((100, 1000), (200, 2000), (300, 3000), (300, 3000), (300, 3000))
-    assert _retries(None) == DEFAULT_LOCK_RETRIES and DEFAULT_LOCK_RETRIES.steps[:2] == ((100, 50), (150, 100))
+    assert retries.steps == ((100, 1000), (150, 2000), (200, 3000), (250, 3000), (300, 3000))
+    assert _retries(None) == DEFAULT_LOCK_RETRIES and DEFAULT_LOCK_RETRIES.steps[:2] == ((100, 50), (103, 100))
+    assert DEFAULT_LOCK_RETRIES.steps[-1] == (150, 10000)
     # the keys specs had before the schedule still load: the timeouts now start short
     old = _retries({"attempts": 10, "backoff": "500ms", "backoff_max": "10s"})
     assert old.attempts == 10 and old.steps[0] == (100, 500) and old.max_lock_timeout_ms == 150
@@ -82,7 +84,7 @@ def test_the_preview_shows_the_schedule_and_the_longest_writer_wait(database, sp
     plan = plan_migration(database.connect(), spec, MIGRATIONS)
     text = plan.summary().data
     assert "**Lock retries**: 12 attempt(s) per statement" in text and spec.migration.retries.describe() in text
-    assert "then the step fails with nothing of it done (after 28.45 s at worst)" in text
+    assert "then the step fails with nothing of it done (after 28.25 s at worst)" in text
     assert "**The longest a writer can wait behind any statement: 150 ms**" in text
     assert "`VALIDATE` (SHARE UPDATE EXCLUSIVE on the child, ROW SHARE on the parent) do not block writers" in text
     assert set(plan.statements["blocks_writes"]) == {"no", "for an instant, at most 150 ms per attempt"}

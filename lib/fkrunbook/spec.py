@@ -127,11 +127,13 @@ class LockRetries:
     @classmethod
     def rising(cls, attempts: int = 20, lock_timeout: str = "100ms", lock_timeout_max: str = "150ms",
                backoff: str = "50ms", backoff_max: str = "10s", on_exhaustion: str = "fail") -> "LockRetries":
-        """``attempts`` steps whose lock_timeout doubles from ``lock_timeout`` up to ``lock_timeout_max``
-        and whose pause doubles from ``backoff`` up to ``backoff_max``."""
+        """``attempts`` steps whose lock_timeout rises evenly from ``lock_timeout`` to ``lock_timeout_max``
+        (slowly, so that a lock held for seconds meets the short timeouts) and whose pause doubles from
+        ``backoff`` up to ``backoff_max``."""
         def ms(value: str) -> int:
             return round(duration_seconds(value) * 1000)
-        return cls(tuple((min(ms(lock_timeout) * 2 ** i, ms(lock_timeout_max)), min(ms(backoff) * 2 ** i, ms(backoff_max)))
+        low, high = ms(lock_timeout), ms(lock_timeout_max)
+        return cls(tuple((round(low + (high - low) * i / max(attempts - 1, 1)), min(ms(backoff) * 2 ** i, ms(backoff_max)))
                          for i in range(attempts)), on_exhaustion)
 
     @property
@@ -331,8 +333,8 @@ def parse_retries(raw, where: str, parser: "_Parser | None" = None) -> LockRetri
     """The lock-retry schedule from the spec (or an environment's override). Either listed step by
     step, ``schedule: [[100ms, 50ms], [100ms, 1s], [150ms, 2s]]`` (lock_timeout, then the pause after
     a failed attempt), or generated, ``{attempts: 20, lock_timeout: 100ms, lock_timeout_max: 150ms,
-    backoff: 50ms, backoff_max: 10s}`` (each doubling per attempt up to its max; absent keys keep
-    these defaults, so specs that only set attempts/backoff/backoff_max still load)."""
+    backoff: 50ms, backoff_max: 10s}`` (see :meth:`LockRetries.rising`; absent keys keep these
+    defaults, so specs that only set attempts/backoff/backoff_max still load)."""
     p = parser or _Parser(where, within_spec=False)  # an environment's override: the message names it
     if raw is None:
         return DEFAULT_LOCK_RETRIES
@@ -462,4 +464,4 @@ class _Parser:
         return value
 
 
-DEFAULT_LOCK_RETRIES = LockRetries.rising()  # 100 ms, then 150 ms; pauses from 50 ms doubling to 10 s
+DEFAULT_LOCK_RETRIES = LockRetries.rising()  # 100 ms rising to 150 ms over 20 attempts; pauses 50 ms doubling to 10 s
