@@ -151,3 +151,4 @@ def test_after_the_last_step_it_fails_or_waits_as_the_schedule_says(database, sp
     last = result.attempts[result.attempts["lock_timeout_ms"] == 0]
     assert len(last) == 1 and last["outcome"].iloc[0] == "done" and last["waited_s"].iloc[0] >= 0.5
     assert verify_constraints(database.connect(), spec)["ok"].all()
+    assert "**No statement to run blocks writers**" in plan_migration(database.connect(), spec, MIGRATIONS).summary().data

@@ -54,7 +54,7 @@ class ApplyResult:
         return {"plan_hash": self.plan_hash, "statements_applied": len(ran),
                 "statements_skipped": len(self.steps) - len(ran), "lock_retries": int(
                     (self.attempts["outcome"] == "lock timeout").sum()) if len(self.attempts) else 0,
-                "files_recorded": self.recorded, **_schedule_results(self.lock_retries)}
+                "files_recorded": self.recorded, **(self.lock_retries.results() if self.lock_retries else {})}
 
 
 def apply_plan(db: Database, spec: Spec, migrations_dir: str | Path, orphans: dict[str, int],
@@ -107,12 +107,6 @@ def apply_plan(db: Database, spec: Spec, migrations_dir: str | Path, orphans: di
 
 ATTEMPT_COLUMNS = ["statement", "attempt", "lock_timeout_ms", "waited_s", "outcome", "blockers"]
 
-
-def _schedule_results(retries: LockRetries | None) -> dict:
-    if retries is None:
-        return {}
-    return {"lock_schedule": retries.as_list(), "lock_on_exhaustion": retries.on_exhaustion,
-            "max_writer_wait_ms": retries.max_writer_wait_ms}
 
 
 def _orphan_counts(conn: psycopg.Connection, spec: Spec, fks: list) -> dict[str, int]:

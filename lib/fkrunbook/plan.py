@@ -108,15 +108,16 @@ class MigrationPlan:
         adds = sum(1 for s in self.to_run if s.kind == "add")
         exhausted = ("then one attempt without lock_timeout" if r.on_exhaustion == "wait" else
                      "then the step fails with nothing of it done")
+        wait = (f"**The longest a writer can wait behind any statement: {self._writer_wait}** (the longest "
+                f"lock_timeout above), behind the {adds} `ADD ... NOT VALID` to run: each takes SHARE ROW EXCLUSIVE "
+                "on the child and the parent, for an instant once it has them (up to twice that if both tables are "
+                "held by others at once: it waits for the child's lock, then the parent's)." if adds else
+                "**No statement to run blocks writers** (no `ADD ... NOT VALID` left to run).")
         return (f"\n\n**Lock retries**: {r.attempts} attempt(s) per statement, each `lock_timeout/pause after it`: "
-                f"{r.describe()}; {exhausted} (after {r.give_up_after_s:g} s at worst)."
-                f"\n\n**The longest a writer can wait behind any statement: {self._writer_wait}** (the longest "
-                f"lock_timeout above), behind the {adds} `ADD ... NOT VALID` to run: each takes SHARE ROW EXCLUSIVE on "
-                "the child and the parent, for an instant once it has them (up to twice that if both tables are "
-                "held by others at once: it waits for the child's lock, then the parent's). `CREATE INDEX "
-                "CONCURRENTLY` and `VALIDATE` (SHARE UPDATE EXCLUSIVE on the child, ROW SHARE on the parent) do "
-                "not block writers. A writer that needs the very row a lock holder keeps waits for that holder "
-                "whatever the runbook does (the lock-holder stall).")
+                f"{r.describe()}; {exhausted} (after {r.give_up_after_s:g} s at worst).\n\n{wait} "
+                "`CREATE INDEX CONCURRENTLY` and `VALIDATE` (SHARE UPDATE EXCLUSIVE on the child, ROW SHARE on the "
+                "parent) do not block writers. A writer that needs the very row another session holds waits for "
+                "that session whatever the runbook does (the lock-holder stall).")
 
     def show_sql(self) -> Markdown:
         """The full text of each pending file of this runbook, as the Supabase CLI would apply it."""
@@ -128,8 +129,7 @@ class MigrationPlan:
         return {"plan_hash": self.hash, "statements_to_run": len(self.to_run),
                 "statements_skipped": len(self.steps) - len(self.to_run),
                 "pending_files": [m.filename for m in self.pending],
-                **({"lock_schedule": self.lock_retries.as_list(), "lock_on_exhaustion": self.lock_retries.on_exhaustion,
-                    "max_writer_wait_ms": self.lock_retries.max_writer_wait_ms} if self.lock_retries else {})}
+                **(self.lock_retries.results() if self.lock_retries else {})}
 
 
 def plan_migration(db: Database, spec: Spec, migrations_dir: str | Path,

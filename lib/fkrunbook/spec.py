@@ -169,6 +169,11 @@ class LockRetries:
     def as_list(self) -> list[list[int]]:
         return [list(step) for step in self.steps]
 
+    def results(self) -> dict:
+        """What the preview's and the apply's results record of the schedule."""
+        return {"lock_schedule": self.as_list(), "lock_on_exhaustion": self.on_exhaustion,
+                "max_writer_wait_ms": self.max_writer_wait_ms}
+
 
 def format_ms(ms: int) -> str:
     """200 -> '200 ms', 1500 -> '1.5 s', 60000 -> '60 s'."""
