@@ -1,6 +1,7 @@
 """The lock-retry schedule: set in the spec or per environment, followed attempt by attempt by apply
 (each attempt's lock_timeout recorded), shown by the preview with the longest a writer can wait."""
 import threading
+import time
 
 import psycopg
 import pytest
@@ -152,3 +153,56 @@ def test_after_the_last_step_it_fails_or_waits_as_the_schedule_says(database, sp
     assert len(last) == 1 and last["outcome"].iloc[0] == "done" and last["waited_s"].iloc[0] >= 0.5
     assert verify_constraints(database.connect(), spec)["ok"].all()
     assert "**No statement to run blocks writers**" in plan_migration(database.connect(), spec, MIGRATIONS).summary().data
+
+
+def _waiting(url, query_like, timeout=60.0):
+    """Block until a session waits for a lock running a statement like ``query_like``."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                            (query_like,)).fetchone()[0]:
+                return
+            time.sleep(0.02)
+    pytest.fail(f"no session waited on a lock running {query_like!r} within {timeout} s")
+
+
+def test_a_writer_waits_one_lock_timeout_even_when_the_add_waits_for_both_tables(database, spec, tmp_path):
+    """The ADD waits for the child's lock (held by one session), gets it, then waits for the parent's
+    (held by another): a writer queued on the child meanwhile waits for one attempt's lock_timeout
+    at most, not the two waits end to end."""
+    clean_up_orphans(database.connect(), spec, tmp_path, "clean", confirm=True)
+    child = psycopg.connect(database.url, application_name="child-holder")
+    child.execute("LOCK TABLE impersonation_sessions_projection IN ROW EXCLUSIVE MODE")
+    parent = _hold_an_organization_row(database)
+    outcome, waits = {}, []
+
+    def apply():
+        try:
+            apply_plan(database.connect(), spec, MIGRATIONS, {}, retries=LockRetries(((2000, 100),)))
+        except LockUnavailableError as err:
+            outcome["error"] = err
+
+    def write():
+        with psycopg.connect(database.url, autocommit=True) as conn:
+            started = time.monotonic()
+            conn.execute("UPDATE impersonation_sessions_projection SET ended_at = now() WHERE session_id = 'sess-1'")
+            waits.append(time.monotonic() - started)
+
+    applying = threading.Thread(target=apply)
+    applying.start()
+    try:
+        _waiting(database.url, "ALTER TABLE%impersonation_sessions_projection%ADD CONSTRAINT%")  # for the child
+        writer = threading.Thread(target=write)
+        writer.start()
+        _waiting(database.url, "UPDATE impersonation_sessions_projection%")  # queued behind the ADD
+        time.sleep(1.0)
+        child.close()  # the ADD gets the child's lock and waits for the parent's; the writer waits on
+        writer.join(10)
+        applying.join(30)
+    finally:
+        child.close()
+        parent.close()
+    assert isinstance(outcome.get("error"), LockUnavailableError)  # the parent was never free
+    assert outcome["error"].attempts[0]["waited_s"] < 2.5  # both waits together: one lock_timeout (2 s), not 3 s
+    assert waits and waits[0] < 2.5  # the writer too: not the child's 1 s plus the parent's 2 s

@@ -183,12 +183,22 @@ class _Runner:
         statement = statement or step.statement
         schedule = list(self.retries.steps) + ([(0, 0)] if self.retries.on_exhaustion == "wait" else [])
         for attempt, (lock_timeout_ms, pause_ms) in enumerate(schedule, 1):
+            # An ADD ... NOT VALID waits for the child's lock, then the parent's, each bounded by lock_timeout:
+            # a writer queued on the child could wait for both. It does no work once it has them, so a
+            # statement_timeout of the same length bounds the two waits together.
+            bounded = step.kind == "add" and statement == step.statement and lock_timeout_ms > 0
             self.conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")  # milliseconds; 0: no limit
+            if bounded:
+                self.conn.execute(f"SET statement_timeout = {int(lock_timeout_ms)}")
             started = time.monotonic()
             try:
                 action()
-            except errors.LockNotAvailable:
+            except (errors.LockNotAvailable, errors.QueryCanceled) as err:
                 waited = round(time.monotonic() - started, 3)
+                if bounded:
+                    self._restore_statement_timeout()
+                if isinstance(err, errors.QueryCanceled) and not (bounded and "statement timeout" in str(err)):
+                    raise  # a cancel from elsewhere (an operator, a signal), not this attempt's bound
                 blockers = self._blockers(step)
                 self.attempts.append((statement, attempt, lock_timeout_ms, waited, "lock timeout", _describe(blockers)))
                 log.warning("attempt %d/%d of %s: no lock within %s (waited %.3f s); held by %s", attempt,
@@ -204,11 +214,17 @@ class _Runner:
                 time.sleep(pause_ms / 1000)
                 continue
             waited = round(time.monotonic() - started, 3)
+            if bounded:
+                self._restore_statement_timeout()
             self.attempts.append((statement, attempt, lock_timeout_ms, waited, "done", ""))
             log.info("attempt %d of %s: done in %.3f s", attempt, _short(statement), waited)
             self.conn.execute(f"SET lock_timeout = {literal(self.spec.migration.lock_timeout)}")  # the plan's setting
             return attempt
         raise AssertionError("unreachable")
+
+    def _restore_statement_timeout(self) -> None:
+        if not self.conn.closed and not self.conn.broken:
+            self.conn.execute(f"SET statement_timeout = {literal(self.spec.migration.statement_timeout)}")
 
     def _blockers(self, step: Step) -> list[dict]:
         """Sessions holding a lock on the step's tables (never their query text: it may hold data)."""

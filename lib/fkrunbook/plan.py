@@ -110,8 +110,9 @@ class MigrationPlan:
                      "then the step fails with nothing of it done")
         wait = (f"**The longest a writer can wait behind any statement: {self._writer_wait}** (the longest "
                 f"lock_timeout above), behind the {adds} `ADD ... NOT VALID` to run: each takes SHARE ROW EXCLUSIVE "
-                "on the child and the parent, for an instant once it has them (up to twice that if both tables are "
-                "held by others at once: it waits for the child's lock, then the parent's)." if adds else
+                "on the child and the parent, for an instant once it has them (its attempt's statement_timeout is its "
+                "lock_timeout, so waiting for the child's lock and then the parent's takes no longer than one)."
+                if adds else
                 "**No statement to run blocks writers** (no `ADD ... NOT VALID` left to run).")
         return (f"\n\n**Lock retries**: {r.attempts} attempt(s) per statement, each `lock_timeout/pause after it`: "
                 f"{r.describe()}; {exhausted} (after {r.give_up_after_s:g} s at worst).\n\n{wait} "
