@@ -13,7 +13,7 @@ RUNS = {
     "generate_data.py": ["--rows", "2000"],
     "team_data.py": ["--rows", "200", "--baseline", "50"],
     "polymorphic.py": ["--events", "5000"],
-    "apply_stall.py": ["--rows", "5000"],
+    "apply_stall.py": ["--rows", "5000", "--lock-holder", "1"],
 }
 
 
@@ -25,3 +25,7 @@ def test_benchmark_runs_and_its_own_checks_pass(script):
     last = result.stdout.strip().splitlines()[-1]
     if script in ("polymorphic.py", "apply_stall.py"):  # their last line is one JSON object
         assert isinstance(json.loads(last), dict)
+    if script == "apply_stall.py":  # the apply succeeded against the holder; the holder-only figures are there
+        figures = json.loads(last)
+        assert figures["lock_holder_s"] == 1 and figures["lock_holder_stall_ms"] >= 500  # the held row's writer waited
+        assert figures["runbook_lock_timeouts"] >= 1 and figures["noise_floor_max_ms"] > 0

@@ -13,7 +13,8 @@ def test_environments_file_defines_local_staging_production():
     assert envs["staging"].url_env == "STAGING_DATABASE_URL"
     assert envs["production"].url_env == "PRODUCTION_DATABASE_URL" and envs["production"].protected
     assert not envs["staging"].protected
-    assert envs["production"].lock_retries.attempts == 20 and envs["staging"].lock_retries is None
+    assert envs["production"].lock_retries.attempts == 30 and envs["staging"].lock_retries is None
+    assert envs["production"].lock_retries.max_writer_wait_ms == 150
 
 
 def test_malformed_lock_retries_in_an_environment(tmp_path):

@@ -167,7 +167,7 @@ def test_a_late_orphan_fails_validate_keeps_the_key_not_valid_and_recovers(datab
     assert verify_constraints(db, spec)["ok"].all()
 
 
-FAST = LockRetries(attempts=3, backoff="100ms", backoff_max="200ms")
+FAST = LockRetries.rising(3, "200ms", "200ms", backoff="100ms", backoff_max="200ms")
 
 
 def _spec_with_lock_timeout(spec, value="200ms"):
@@ -212,7 +212,7 @@ def test_a_lock_released_during_the_retries_lets_apply_finish(database, spec, tm
     blocker = _hold_parent_lock(database)
     threading.Timer(0.6, blocker.close).start()
     result = apply_plan(database.connect(), fast, migrations, {},
-                        retries=LockRetries(attempts=20, backoff="100ms", backoff_max="200ms"))
+                        retries=LockRetries.rising(20, "200ms", "200ms", backoff="100ms", backoff_max="200ms"))
     outcomes = list(result.attempts["outcome"])
     assert "lock timeout" in outcomes and outcomes[-1] == "done"
     assert result.results()["lock_retries"] >= 1
@@ -242,7 +242,7 @@ def test_writers_never_wait_longer_than_one_lock_timeout(database, spec, tmp_pat
     try:
         with pytest.raises(LockUnavailableError):
             apply_plan(database.connect(), fast, migrations, {},
-                       retries=LockRetries(attempts=4, backoff="100ms", backoff_max="100ms"))
+                       retries=LockRetries.rising(4, "200ms", "200ms", backoff="100ms", backoff_max="100ms"))
     finally:
         stop.set()
         thread.join()

@@ -30,6 +30,8 @@ def test_whole_runbook_end_to_end(project_copy, database, sample):
         sample.organizations + sample.hard_deleted
     assert by_name["orphan_cleanup"]["confirmed"] and by_name["migration_preview"]["statements_to_run"] == 8
     assert by_name["apply"]["plan_hash"] == by_name["migration_preview"]["plan_hash"]  # previewed is what ran
+    assert by_name["apply"]["lock_schedule"] == by_name["migration_preview"]["lock_schedule"]  # and how it took its locks
+    assert by_name["apply"]["max_writer_wait_ms"] == 150
     assert len(by_name["apply"]["files_recorded"]) == 3 and len(by_name["apply"]["verified"]) == 3
     assert by_name["cascade_validation"]["passed"] and by_name["cascade_validation"]["counts_match"]
     assert by_name["docs_update"]["files_changed"] == 9 and by_name["docs_update"]["skipped"] == 1  # no procedures

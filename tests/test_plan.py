@@ -23,7 +23,7 @@ def test_plan_lists_every_statement_in_file_order(database, spec):
     assert frame["statement"].iloc[3].endswith("ON DELETE CASCADE NOT VALID")
     assert "VALIDATE CONSTRAINT" in frame["statement"].iloc[6]
     assert list(frame["transaction"][:3]) == ["none (CONCURRENTLY)"] * 3
-    assert list(frame["blocks_writes"][3:6]) == ["for an instant, at most lock_timeout"] * 3
+    assert list(frame["blocks_writes"][3:6]) == ["for an instant, at most 150 ms per attempt"] * 3
     assert set(frame["blocks_writes"][6:]) == {"no"} and list(plan.files["state"]) == ["pending"] * 3
 
 

@@ -1,8 +1,10 @@
 """How the plan is carried out: statement by statement, each lock wait bounded and retried.
 
-Every statement runs with the spec's ``lock_timeout`` and ``statement_timeout``; a writer can
-therefore never wait longer than one ``lock_timeout`` behind the runbook. A statement that hits
-the lock timeout is retried with doubling back-off; between attempts the runbook holds no lock.
+Every statement runs with the spec's ``statement_timeout``, and each attempt to take its locks
+with the ``lock_timeout`` of its step in the lock-retry schedule (short first, rising per attempt,
+a pause after each failed one: GitLab's ``with_lock_retries``); a writer queued behind a waiting
+statement therefore waits at most the schedule's longest ``lock_timeout``. Between attempts the
+runbook holds no lock.
 Index builds run outside any transaction (CONCURRENTLY); a build that fails leaves an INVALID
 index, which is dropped before the next attempt. Each NOT VALID and each VALIDATE runs in its
 own transaction. A migration file is recorded in ``supabase_migrations.schema_migrations``, as
@@ -27,8 +29,8 @@ from .guard import exclusive_change, require_approval
 from .migration import drop_index_statement
 from .orphans import orphan_query
 from .plan import MigrationPlan, Step, plan_migration
-from .spec import LockRetries, Spec, duration_seconds
-from .sqltext import qualified
+from .spec import LockRetries, Spec, format_ms
+from .sqltext import literal, qualified
 
 log = logging.getLogger("fkrunbook.executor")
 
@@ -39,6 +41,7 @@ class ApplyResult:
     steps: pd.DataFrame        # every step: action, attempts, seconds
     attempts: pd.DataFrame     # every attempt of every statement that ran: waited, outcome, blockers
     recorded: list[str]        # migration files recorded in the history
+    lock_retries: LockRetries | None = None  # the schedule the attempts followed
 
     def summary(self) -> Markdown:
         ran = int((self.steps["action"] == "run").sum())
@@ -51,7 +54,7 @@ class ApplyResult:
         return {"plan_hash": self.plan_hash, "statements_applied": len(ran),
                 "statements_skipped": len(self.steps) - len(ran), "lock_retries": int(
                     (self.attempts["outcome"] == "lock timeout").sum()) if len(self.attempts) else 0,
-                "files_recorded": self.recorded}
+                "files_recorded": self.recorded, **(self.lock_retries.results() if self.lock_retries else {})}
 
 
 def apply_plan(db: Database, spec: Spec, migrations_dir: str | Path, orphans: dict[str, int],
@@ -69,10 +72,10 @@ def apply_plan(db: Database, spec: Spec, migrations_dir: str | Path, orphans: di
     """
     if any(orphans.values()):
         raise OrphansPresentError(orphans)
-    runner = _Runner(db, spec, retries or db.env.lock_retries or spec.migration.retries)
     recorded = []
     with db.connect_raw(autocommit=True) as conn, exclusive_change(db, conn, spec.name):
-        plan = plan_migration(db, spec, migrations_dir)  # computed under the lock: no one changes it meanwhile
+        plan = plan_migration(db, spec, migrations_dir, retries)  # under the lock: no one changes it meanwhile
+        runner = _Runner(db, spec, plan.lock_retries)  # the schedule is part of the plan (and its hash)
         log.info("plan hash %s: %d statement(s) to run", plan.hash, len(plan.to_run))
         if previewed_hash and previewed_hash != plan.hash:
             raise PlanChangedError(f"the apply plan changed since this run's preview (previewed {previewed_hash[:12]}, "
@@ -99,10 +102,11 @@ def apply_plan(db: Database, spec: Spec, migrations_dir: str | Path, orphans: di
                 recorded.append(migration.filename)
                 log.info("recorded %s in supabase_migrations.schema_migrations", migration.filename)
     return ApplyResult(plan.hash, runner.step_frame(plan), pd.DataFrame(runner.attempts, columns=ATTEMPT_COLUMNS),
-                       recorded)
+                       recorded, plan.lock_retries)
 
 
-ATTEMPT_COLUMNS = ["statement", "attempt", "waited_s", "outcome", "blockers"]
+ATTEMPT_COLUMNS = ["statement", "attempt", "lock_timeout_ms", "waited_s", "outcome", "blockers"]
+
 
 
 def _orphan_counts(conn: psycopg.Connection, spec: Spec, fks: list) -> dict[str, int]:
@@ -173,34 +177,54 @@ class _Runner:
             self._with_lock_retries(step, lambda: self.conn.execute(drop), statement=drop)
 
     def _with_lock_retries(self, step: Step, action, statement: str | None = None) -> int:
+        """Run ``action`` once per step of the schedule, each attempt under that step's lock_timeout,
+        pausing after each attempt that found its lock taken; after the last step, fail (or, with
+        ``on_exhaustion: wait``, make one attempt without lock_timeout). Every attempt is recorded."""
         statement = statement or step.statement
-        retries = self.retries
-        lock_timeout = self.spec.migration.lock_timeout
-        for attempt in range(1, retries.attempts + 1):
+        schedule = list(self.retries.steps) + ([(0, 0)] if self.retries.on_exhaustion == "wait" else [])
+        for attempt, (lock_timeout_ms, pause_ms) in enumerate(schedule, 1):
+            # An ADD ... NOT VALID waits for the child's lock, then the parent's, each bounded by lock_timeout:
+            # a writer queued on the child could wait for both. It does no work once it has them, so a
+            # statement_timeout of the same length bounds the two waits together.
+            bounded = step.kind == "add" and statement == step.statement and lock_timeout_ms > 0
+            self.conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")  # milliseconds; 0: no limit
+            if bounded:
+                self.conn.execute(f"SET statement_timeout = {int(lock_timeout_ms)}")
             started = time.monotonic()
             try:
                 action()
-            except errors.LockNotAvailable:
+            except (errors.LockNotAvailable, errors.QueryCanceled) as err:
                 waited = round(time.monotonic() - started, 3)
+                if bounded:
+                    self._restore_statement_timeout()
+                if isinstance(err, errors.QueryCanceled) and not (bounded and "statement timeout" in str(err)):
+                    raise  # a cancel from elsewhere (an operator, a signal), not this attempt's bound
                 blockers = self._blockers(step)
-                self.attempts.append((statement, attempt, waited, "lock timeout", _describe(blockers)))
+                self.attempts.append((statement, attempt, lock_timeout_ms, waited, "lock timeout", _describe(blockers)))
                 log.warning("attempt %d/%d of %s: no lock within %s (waited %.3f s); held by %s", attempt,
-                            retries.attempts, _short(statement), lock_timeout, waited, _describe(blockers) or "?")
-                if attempt == retries.attempts:
+                            len(schedule), _short(statement), format_ms(lock_timeout_ms), waited,
+                            _describe(blockers) or "?")
+                if attempt == len(schedule):
                     raise LockUnavailableError(
-                        f"could not get the lock for `{_short(statement)}` in {retries.attempts} attempts of "
-                        f"lock_timeout {lock_timeout}: held by {_describe(blockers) or 'a session that has since ended'}"
+                        f"could not get the lock for `{_short(statement)}` in {len(schedule)} attempts of lock_timeout "
+                        f"{_timeout_range(schedule)}: held by {_describe(blockers) or 'a session that has since ended'}"
                         "; nothing of this step was done; re-run apply once that session ends",
                         statement=statement, blockers=blockers,
                         attempts=[dict(zip(ATTEMPT_COLUMNS, a)) for a in self.attempts if a[0] == statement]) from None
-                pause = min(duration_seconds(retries.backoff) * 2 ** (attempt - 1), duration_seconds(retries.backoff_max))
-                time.sleep(pause)
+                time.sleep(pause_ms / 1000)
                 continue
             waited = round(time.monotonic() - started, 3)
-            self.attempts.append((statement, attempt, waited, "done", ""))
+            if bounded:
+                self._restore_statement_timeout()
+            self.attempts.append((statement, attempt, lock_timeout_ms, waited, "done", ""))
             log.info("attempt %d of %s: done in %.3f s", attempt, _short(statement), waited)
+            self.conn.execute(f"SET lock_timeout = {literal(self.spec.migration.lock_timeout)}")  # the plan's setting
             return attempt
         raise AssertionError("unreachable")
+
+    def _restore_statement_timeout(self) -> None:
+        if not self.conn.closed and not self.conn.broken:
+            self.conn.execute(f"SET statement_timeout = {literal(self.spec.migration.statement_timeout)}")
 
     def _blockers(self, step: Step) -> list[dict]:
         """Sessions holding a lock on the step's tables (never their query text: it may hold data)."""
@@ -227,6 +251,14 @@ class _Runner:
 def _describe(blockers: list[dict]) -> str:
     return "; ".join(f"pid {b['pid']} ({b['application'] or 'unknown'}, user {b['user']}, {b['state']}, "
                      f"transaction open {b['transaction_s']} s, {b['mode']} on {b['relation']})" for b in blockers)
+
+
+def _timeout_range(schedule: list[tuple[int, int]]) -> str:
+    """'150ms', or '100ms to 150ms' when the attempts' lock_timeouts differ; ', then none' for a last
+    attempt without lock_timeout."""
+    limited = [t for t, _ in schedule if t]
+    low, high = min(limited), max(limited)
+    return (f"{low}ms" if low == high else f"{low}ms to {high}ms") + (", then none" if 0 in (t for t, _ in schedule) else "")
 
 
 def _first_line(err: Exception) -> str:

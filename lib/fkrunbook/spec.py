@@ -112,11 +112,72 @@ class AcceptedFinding:
 
 @dataclass(frozen=True)
 class LockRetries:
-    """How often a step that hits lock_timeout is tried again, and how long to wait in between
-    (doubling from ``backoff`` up to ``backoff_max``)."""
-    attempts: int = 10
-    backoff: str = "500ms"
-    backoff_max: str = "10s"
+    """The lock-retry schedule, as GitLab's ``with_lock_retries`` has it: one ``(lock_timeout, pause)``
+    step per attempt, in milliseconds. An attempt that cannot get its lock within its lock_timeout
+    gives up (holding nothing), the runbook pauses, and the next step tries again; short timeouts
+    first, so that a writer queued behind a waiting statement waits at most that long.
+
+    ``on_exhaustion`` is what happens after the last step: ``fail`` (nothing of the step done; the
+    default, so the writers' bound holds) or ``wait``: one last attempt without lock_timeout, as
+    GitLab does, which can stall writers for as long as the lock holder keeps its lock.
+    """
+    steps: tuple[tuple[int, int], ...]
+    on_exhaustion: str = "fail"
+
+    @classmethod
+    def rising(cls, attempts: int = 20, lock_timeout: str = "100ms", lock_timeout_max: str = "150ms",
+               backoff: str = "50ms", backoff_max: str = "10s", on_exhaustion: str = "fail") -> "LockRetries":
+        """``attempts`` steps whose lock_timeout rises evenly from ``lock_timeout`` to ``lock_timeout_max``
+        (slowly, so that a lock held for seconds meets the short timeouts) and whose pause doubles from
+        ``backoff`` up to ``backoff_max``."""
+        def ms(value: str) -> int:
+            return round(duration_seconds(value) * 1000)
+        low, high = ms(lock_timeout), ms(lock_timeout_max)
+        return cls(tuple((round(low + (high - low) * i / max(attempts - 1, 1)), min(ms(backoff) * 2 ** i, ms(backoff_max)))
+                         for i in range(attempts)), on_exhaustion)
+
+    @property
+    def attempts(self) -> int:
+        return len(self.steps)
+
+    @property
+    def max_lock_timeout_ms(self) -> int:
+        return max(t for t, _ in self.steps)
+
+    @property
+    def max_writer_wait_ms(self) -> int | None:
+        """The longest a writer can queue behind one lock wait of the runbook; None: unbounded."""
+        return None if self.on_exhaustion == "wait" else self.max_lock_timeout_ms
+
+    @property
+    def give_up_after_s(self) -> float:
+        """Worst-case time spent on one statement's attempts before the step fails (every lock wait
+        in full and every pause but the last)."""
+        return round((sum(t for t, _ in self.steps) + sum(p for _, p in self.steps[:-1])) / 1000, 3)
+
+    def describe(self) -> str:
+        """The schedule in one line, runs of equal steps folded: ``100 ms/50 ms, 150 ms/100 ms ×3, ...``."""
+        runs: list[list] = []
+        for step in self.steps:
+            if runs and runs[-1][0] == step:
+                runs[-1][1] += 1
+            else:
+                runs.append([step, 1])
+        text = ", ".join(f"{format_ms(t)}/{format_ms(p)}" + (f" ×{n}" if n > 1 else "") for (t, p), n in runs)
+        return text + ("; then one attempt without lock_timeout" if self.on_exhaustion == "wait" else "")
+
+    def as_list(self) -> list[list[int]]:
+        return [list(step) for step in self.steps]
+
+    def results(self) -> dict:
+        """What the preview's and the apply's results record of the schedule."""
+        return {"lock_schedule": self.as_list(), "lock_on_exhaustion": self.on_exhaustion,
+                "max_writer_wait_ms": self.max_writer_wait_ms}
+
+
+def format_ms(ms: int) -> str:
+    """200 -> '200 ms', 1500 -> '1.5 s', 60000 -> '60 s'."""
+    return f"{ms} ms" if ms < 1000 else f"{ms / 1000:g} s"
 
 
 @dataclass(frozen=True)
@@ -124,7 +185,7 @@ class MigrationSettings:
     version: str | None  # the first file's version; None: found in the migrations folder, or chosen when generated
     lock_timeout: str
     statement_timeout: str
-    retries: LockRetries = LockRetries()
+    retries: LockRetries = field(default_factory=lambda: DEFAULT_LOCK_RETRIES)
     index_build_workers: int = 0  # max_parallel_maintenance_workers while building indexes
 
 
@@ -268,18 +329,56 @@ def parse_spec(raw: object, source: str = "<spec>") -> Spec:
                 foreign_keys=tuple(fks), exceptions=tuple(exceptions), accepted=tuple(accepted), path=source)
 
 
+RISING_KEYS = ("attempts", "lock_timeout", "lock_timeout_max", "backoff", "backoff_max")
+RETRY_KEYS = ("schedule", "on_exhaustion") + RISING_KEYS
+EXHAUSTION = ("fail", "wait")
+
+
 def parse_retries(raw, where: str, parser: "_Parser | None" = None) -> LockRetries:
-    """Lock-retry settings from the spec (or an environment's override); absent keys keep defaults."""
-    p = parser or _Parser(where)
+    """The lock-retry schedule from the spec (or an environment's override). Either listed step by
+    step, ``schedule: [[100ms, 50ms], [100ms, 1s], [150ms, 2s]]`` (lock_timeout, then the pause after
+    a failed attempt), or generated, ``{attempts: 20, lock_timeout: 100ms, lock_timeout_max: 150ms,
+    backoff: 50ms, backoff_max: 10s}`` (see :meth:`LockRetries.rising`; absent keys keep these
+    defaults, so specs that only set attempts/backoff/backoff_max still load)."""
+    p = parser or _Parser(where, within_spec=False)  # an environment's override: the message names it
     if raw is None:
-        return LockRetries()
+        return DEFAULT_LOCK_RETRIES
     raw = p.mapping(raw, where)
-    default = LockRetries()
-    attempts = raw.get("attempts", default.attempts)
+    unknown = [k for k in raw if k not in RETRY_KEYS]
+    if unknown:
+        p.fail(f"{where} has an unknown key {str(unknown[0])!r}; known: {', '.join(RETRY_KEYS)}")
+    on_exhaustion = str(raw.get("on_exhaustion", "fail"))
+    if on_exhaustion not in EXHAUSTION:
+        p.fail(f"{where}.on_exhaustion {on_exhaustion!r} must be fail (give up, writers' wait stays bounded) or "
+               "wait (one last attempt without lock_timeout)")
+    if "schedule" in raw:
+        both = [k for k in RISING_KEYS if k in raw]
+        if both:
+            p.fail(f"{where} has both 'schedule' and {both[0]!r}; list the steps in schedule or generate them with "
+                   f"{', '.join(RISING_KEYS)}, not both")
+        steps = p.sequence(raw["schedule"], f"{where}.schedule")
+        if not steps or len(steps) > 1000:
+            p.fail(f"{where}.schedule must list 1 to 1000 steps [lock_timeout, pause], e.g. [[100ms, 50ms], [150ms, 1s]]")
+        parsed = []
+        for i, step in enumerate(steps):
+            if not isinstance(step, list) or len(step) != 2:
+                p.fail(f"{where}.schedule[{i}] {step!r} must be a pair [lock_timeout, pause], e.g. [100ms, 1s]")
+            timeout, pause = (p.milliseconds(v, f"{where}.schedule[{i}]") for v in step)
+            if timeout == 0:
+                p.fail(f"{where}.schedule[{i}] has lock_timeout 0, which waits forever; give it a duration like 100ms")
+            parsed.append((timeout, pause))
+        return LockRetries(tuple(parsed), on_exhaustion)
+    default = dict(zip(RISING_KEYS, (20, "100ms", "150ms", "50ms", "10s")))
+    attempts = raw.get("attempts", default["attempts"])
     if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= 1000:
         p.fail(f"{where}.attempts {attempts!r} must be a whole number from 1 to 1000")
-    return LockRetries(attempts, p.duration(raw, "backoff", where, default.backoff),
-                       p.duration(raw, "backoff_max", where, default.backoff_max))
+    values = {k: p.duration(raw, k, where, default[k]) for k in RISING_KEYS[1:]}
+    if duration_seconds(values["lock_timeout"]) == 0:
+        p.fail(f"{where}.lock_timeout 0 waits forever; give it a duration like 100ms")
+    if duration_seconds(values["lock_timeout_max"]) < duration_seconds(values["lock_timeout"]):
+        p.fail(f"{where}.lock_timeout_max {values['lock_timeout_max']} is shorter than lock_timeout "
+               f"{values['lock_timeout']}; raise it (the timeout rises per attempt up to it)")
+    return LockRetries.rising(attempts, on_exhaustion=on_exhaustion, **values)
 
 
 def duration_seconds(value: str) -> float:
@@ -289,11 +388,11 @@ def duration_seconds(value: str) -> float:
 
 
 class _Parser:
-    def __init__(self, source: str):
-        self.source = source
+    def __init__(self, source: str, within_spec: bool = True):
+        self.source, self.within_spec = source, within_spec
 
     def fail(self, message: str):
-        raise SpecError(f"spec {self.source}: {message}", path=self.source)
+        raise SpecError(f"spec {self.source}: {message}" if self.within_spec else message, path=self.source)
 
     def mapping(self, value, where):
         if not isinstance(value, dict):
@@ -358,8 +457,16 @@ class _Parser:
             self.fail(f"{where}.{key} {value!r} must be a whole number from 0 to {most}")
         return value
 
+    def milliseconds(self, value, where) -> int:
+        if not isinstance(value, str) or not DURATION.fullmatch(value):
+            self.fail(f"{where} {value!r} must be a duration like 100ms, 2s or 1min")
+        return round(duration_seconds(value) * 1000)
+
     def duration(self, mapping, key, where, default):
         value = str(mapping.get(key, default))
         if not DURATION.fullmatch(value):
             self.fail(f"{where}.{key} {value!r} must be a PostgreSQL duration like 3s, 500ms or 15min")
         return value
+
+
+DEFAULT_LOCK_RETRIES = LockRetries.rising()  # 100 ms rising to 150 ms over 20 attempts; pauses 50 ms doubling to 10 s

@@ -36,7 +36,7 @@ def test_server_restart_in_the_middle_of_apply(database, spec, tmp_path, server)
 
     def apply():
         try:
-            apply_plan(db, spec, MIGRATIONS, {}, retries=LockRetries(attempts=60, backoff="100ms", backoff_max="200ms"))
+            apply_plan(db, spec, MIGRATIONS, {}, retries=LockRetries.rising(60, "1s", "1s", backoff="100ms", backoff_max="200ms"))
             outcome["result"] = "applied"
         except MigrationError as err:
             outcome["result"] = str(err)
@@ -104,7 +104,7 @@ def test_statement_timeout_during_validate_keeps_the_key_not_valid(database, spe
     try:
         with pytest.raises(MigrationError, match="canceling statement due to statement timeout.*nothing of this "
                                                  "step was kept"):
-            apply_plan(database.connect(), slow, migrations, {})
+            apply_plan(database.connect(), slow, migrations, {}, retries=LockRetries(((5000, 100),)))  # lock wait > 300ms
     finally:
         blocker.close()
     assert database.sql("SELECT bool_or(convalidated) FROM pg_constraint WHERE contype = 'f'") == [(False,)]

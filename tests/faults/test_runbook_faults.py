@@ -27,7 +27,7 @@ def test_a_lock_never_released_fails_the_apply_phase_with_who_holds_it(project_c
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1
     assert "phase apply failed: LockUnavailableError: could not get the lock" in lines[0]
-    assert "in 2 attempts of lock_timeout 1s: held by pid" in lines[0] and "fault-blocker" in lines[0]
+    assert "in 2 attempts of lock_timeout 100ms to 150ms: held by pid" in lines[0] and "fault-blocker" in lines[0]
     run = load_runs(project_copy / "audit", "staging")[0]
     assert run.status == "failed" and run.sealed
     notebook = json.loads((run.path / "04_apply.ipynb").read_text())
