@@ -124,7 +124,9 @@ def run(env, phases, spec, run_id, cell_timeout, quiet, project, **phase_values)
 
     Example: fkrunbook run --env staging --phase orphan_check --phase migration_preview
     """
-    from .errors import PhaseFailedError
+    import signal
+
+    from .errors import PhaseFailedError, RunCancelledError
     from .runbook import resolve_phases, run_phases
 
     selected = resolve_phases(list(phases))  # a misspelled phase fails before anything connects
@@ -138,6 +140,9 @@ def run(env, phases, spec, run_id, cell_timeout, quiet, project, **phase_values)
     except PhaseFailedError as err:
         if not quiet and err.run_dir:
             _print_summary(Path(err.run_dir))
+        if isinstance(err, RunCancelledError):  # exit as a process stopped by that signal does
+            click.echo(f"fkrunbook: {err}", err=True)
+            sys.exit(128 + signal.Signals[err.signal].value)
         raise
     if not quiet:
         _print_summary(result.run_dir)

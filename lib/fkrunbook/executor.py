@@ -209,7 +209,7 @@ class _Runner:
     def cancelled(self, interrupt: KeyboardInterrupt, recorded: list[str]) -> ApplyCancelledError:
         """After an interrupt: make sure the server runs nothing of the apply (psycopg cancelled the
         statement; a backend still active is cancelled again, then terminated), and say what is left."""
-        how = "SIGTERM" if isinstance(interrupt, Terminated) else "an interrupt (Ctrl-C, SIGINT)"
+        how = "SIGTERM" if isinstance(interrupt, Terminated) else "an interrupt (SIGINT)"
         step = self.current
         stopped = progress.stop_backend(self.db, self.pid) if self.pid is not None else "not started"
         leftovers = left_behind(self.db, self.spec)

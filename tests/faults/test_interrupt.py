@@ -1,0 +1,92 @@
+"""Ctrl-C (SIGINT) and SIGTERM sent to a real `fkrunbook run` while apply waits inside a step: the
+statement is cancelled on the server at once, the run is sealed as cancelled with the partial
+notebook, the database is left as the fault suite describes (an interrupted index build leaves
+an INVALID index, reported; keys NOT VALID at worst), and a re-run completes."""
+import json
+import signal
+import time
+
+import psycopg
+import pytest
+
+from fkrunbook.evidence import load_runs, verify_archive
+from fkrunbook.history import list_local
+from fkrunbook.orphans import clean_up_orphans
+from fkrunbook.verify import verify_constraints
+
+from ..test_cli import cli
+from ..test_migration import MIGRATIONS, psql
+from .conftest import hold_lock, start_cli, wait_for_statement, wait_until_gone
+
+STEPS = {
+    # step: (the lock an old transaction holds so that the step waits, the statement, files applied first)
+    "index": (("cross_tenant_access_grants_projection", "ROW EXCLUSIVE"), "CREATE INDEX CONCURRENTLY", 0),
+    "validate": (("impersonation_sessions_projection", "SHARE UPDATE EXCLUSIVE"),
+                 'ALTER TABLE "public"."impersonation_sessions_projection" VALIDATE', 2),
+}
+
+
+def _statement_gone(url, prefix, within_s):
+    """Seconds until no fkrunbook session runs a statement starting with ``prefix`` (fails after ``within_s``)."""
+    started = time.monotonic()
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() - started < within_s:
+            if not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fkrunbook' "
+                                "AND state = 'active' AND query LIKE %s", (prefix + "%",)).fetchone()[0]:
+                return time.monotonic() - started
+            time.sleep(0.05)
+    pytest.fail(f"{prefix!r} still runs on the server {within_s} s after the signal")
+
+
+@pytest.mark.parametrize("step,signum", [("index", signal.SIGINT), ("validate", signal.SIGTERM),
+                                         ("index", signal.SIGTERM)])
+def test_a_signal_during_a_step_cancels_it_on_the_server_and_a_rerun_completes(step, signum, project_copy, database,
+                                                                                spec, tmp_path):
+    (table, mode), statement, by_hand = STEPS[step]
+    clean_up_orphans(database.connect(), spec, tmp_path, "clean", confirm=True)
+    for migration in list_local(MIGRATIONS)[:by_hand]:  # reach the step without waiting in earlier ones
+        assert psql(database.url, migration.path).returncode == 0
+    blocker = hold_lock(database.url, table, mode)  # held until the end: the step can only end by the cancel
+    try:
+        proc = start_cli(project_copy, database, "run", "--env", "staging", "--phase", "apply")
+        wait_for_statement(database.url, statement)
+        proc.send_signal(signum)
+        assert _statement_gone(database.url, statement, within_s=10) < 10
+        assert proc.wait(timeout=60) == 128 + signum
+    finally:
+        blocker.close()
+    wait_until_gone(database.url)
+
+    name = signal.Signals(signum).name
+    log = (project_copy / "cli.log").read_text()
+    assert f"fkrunbook: run cancelled by {name} during phase apply" in log
+    (run,) = load_runs(project_copy / "audit", "staging")
+    assert run.status == "cancelled" and run.sealed
+    (phase,) = run.manifest["phases"]
+    assert phase["status"] == "cancelled" and phase["cancelled"]["signal"] == name
+    assert "ApplyCancelledError: apply stopped by" in phase["error"]
+    notebook = json.loads((run.path / "04_apply.ipynb").read_text())  # the partial notebook, with the stop
+    errors = [o for c in notebook["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert [e["ename"] for e in errors] == ["ApplyCancelledError"]
+    assert "was cancelled on the server" in errors[0]["evalue"]
+    assert "04_apply.ipynb" in run.manifest["files"]
+
+    invalid = database.sql("SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                           "WHERE NOT i.indisvalid")
+    left = phase["cancelled"]["left"]
+    if step == "index":  # an interrupted CONCURRENTLY build leaves its index INVALID: reported, never silent
+        assert len(invalid) == 1 and any(f"INVALID index {invalid[0][0]}" in line for line in left)
+        assert database.sql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'") == [(0,)]
+    else:  # keys NOT VALID at worst
+        assert invalid == []
+        assert database.sql("SELECT bool_or(convalidated) FROM pg_constraint WHERE contype = 'f'") == [(False,)]
+        assert any("NOT VALID" in line for line in left)
+        assert "INVALID" not in " ".join(left)
+
+    rerun = cli("run", "--env", "staging", "--phase", "apply", cwd=project_copy,
+                env={"STAGING_DATABASE_URL": database.url})
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert verify_constraints(database.connect(), spec)["ok"].all()
+    assert database.sql("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == [(0,)]
+    assert sorted(r.status for r in load_runs(project_copy / "audit", "staging")) == ["cancelled", "succeeded"]
+    assert verify_archive(project_copy / "audit") == ([], 2)  # the cancelled run is sealed into the chain
