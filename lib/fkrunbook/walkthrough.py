@@ -215,7 +215,7 @@ class PhaseRecording:
         phase = PHASES[ctx.phase]
         env_dir = self.pending.parent
         cells, running = self.recorder.take() if self.recorder is not None else ([], None)
-        status = "failed" if error is not None else "succeeded"
+        status = "succeeded" if error is None else "cancelled" if _interrupted(error) else "failed"
         with chain_lock(env_dir):
             run_dir, manifest = _run_for(env_dir, ctx.run_id, ctx.phase)
             self.messages.append(
@@ -251,8 +251,9 @@ class PhaseRecording:
                 entry["error"] = ctx.db.redact(f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}")
             manifest["phases"].append(entry)
             manifest["parameters"] = {**manifest.get("parameters", {}), **self.parameters}
-            manifest.update(status="failed" if any(p["status"] != "succeeded" for p in manifest["phases"])
-                            else "succeeded", ended_at=_now(), plan_hash=plan_hash_of(manifest))
+            statuses = {p["status"] for p in manifest["phases"]}
+            manifest.update(status="succeeded" if statuses == {"succeeded"} else "failed" if statuses - {
+                "succeeded", "cancelled"} else "cancelled", ended_at=_now(), plan_hash=plan_hash_of(manifest))
             seal_run(run_dir, manifest, ctx.db.secrets + _lab_secrets(), locked=True)
             shutil.rmtree(self.pending, ignore_errors=True)
             write_index(env_dir.parent)  # without the pending folder
@@ -323,6 +324,14 @@ def _run_for(env_dir: Path, walkthrough: str, phase: str) -> tuple[Path, dict | 
         number += 1
         name = f"{walkthrough}.{number}"
     return env_dir / name, None
+
+
+def _interrupted(error: BaseException) -> bool:
+    """JupyterLab's interrupt (SIGINT: KeyboardInterrupt in the cell; apply turns it into
+    ApplyCancelledError once the server has stopped its statement) seals the phase as cancelled."""
+    from .errors import ApplyCancelledError
+
+    return isinstance(error, (KeyboardInterrupt, ApplyCancelledError))
 
 
 def _lab_secrets() -> list[str]:

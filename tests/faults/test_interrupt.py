@@ -90,3 +90,68 @@ def test_a_signal_during_a_step_cancels_it_on_the_server_and_a_rerun_completes(s
     assert database.sql("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == [(0,)]
     assert sorted(r.status for r in load_runs(project_copy / "audit", "staging")) == ["cancelled", "succeeded"]
     assert verify_archive(project_copy / "audit") == ([], 2)  # the cancelled run is sealed into the chain
+
+
+def test_jupyterlabs_interrupt_during_apply_seals_the_walkthroughs_phase_as_cancelled(project_copy, database, spec,
+                                                                                       server, tmp_path):
+    """JupyterLab's interrupt is SIGINT to the kernel's process group, sent here as it sends it while
+    the apply notebook, run as Run All runs it (nbclient), waits inside an index build."""
+    import os
+    import threading
+
+    import nbclient
+    import nbformat
+    import psutil
+
+    from fkrunbook.config import load_config
+    from fkrunbook.lab import prepare_walkthrough
+
+    from ..conftest import project_config, write_config
+
+    envs = tmp_path / "local.yaml"  # a local (embedded) environment: the session's server, the test's database
+    envs.write_text(f"environments:\n  local:\n    kind: embedded\n    data_dir: {server.data_dir}\n"
+                    f"    database: {database.name}\n")
+    write_config(project_config(project_copy, envs), project_copy)
+    config = load_config(project_copy / "fkrunbook.toml")
+    clean_up_orphans(database.connect(), spec, tmp_path, "clean", confirm=True)
+    notebook = prepare_walkthrough(config, "local").folder / "04_apply.ipynb"
+
+    def interrupt():
+        deadline = time.monotonic() + 120
+        with psycopg.connect(database.url, autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fkrunbook' AND "
+                                "state = 'active' AND query LIKE 'CREATE INDEX CONCURRENTLY%'").fetchone()[0]:
+                    break
+                time.sleep(0.05)
+        for kernel in psutil.Process().children(recursive=True):
+            if any("ipykernel" in part for part in kernel.cmdline()):
+                os.killpg(os.getpgid(kernel.pid), signal.SIGINT)
+                sent.append(time.monotonic())
+
+    sent = []
+    blocker = hold_lock(database.url, "cross_tenant_access_grants_projection", "ROW EXCLUSIVE")
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        book = nbformat.read(notebook, as_version=4)
+        client = nbclient.NotebookClient(book, timeout=300, kernel_name="python3",
+                                         resources={"metadata": {"path": str(notebook.parent)}})
+        with pytest.raises(nbclient.exceptions.CellExecutionError, match="ApplyCancelledError"):
+            client.execute()
+        assert sent and _statement_gone(database.url, "CREATE INDEX CONCURRENTLY", within_s=10) < 10
+    finally:
+        blocker.close()
+
+    (run,) = load_runs(config.evidence, "local")
+    assert run.sealed and run.mode == "interactive" and run.status == "cancelled"
+    assert run.manifest["phases"][0]["status"] == "cancelled"
+    assert run.manifest["phases"][0]["error"].startswith("ApplyCancelledError: apply stopped by an interrupt (SIGINT)")
+    assert "INVALID index" in run.manifest["phases"][0]["error"]
+    assert database.sql("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == [(1,)]
+
+    nbclient.NotebookClient(nbformat.read(notebook, as_version=4), timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(notebook.parent)}}).execute()  # Run All again
+    assert verify_constraints(database.connect(), spec)["ok"].all()
+    assert database.sql("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == [(0,)]
+    assert sorted(r.status for r in load_runs(config.evidence, "local")) == ["cancelled", "succeeded"]
+    assert verify_archive(config.evidence) == ([], 2)
