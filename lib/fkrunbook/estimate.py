@@ -118,13 +118,8 @@ def project_calibration() -> Calibration:
         return DEFAULT
 
 
-def calibrate(db, rows: int = CALIBRATION_ROWS) -> Calibration:
-    """Measure this server's rates on a scratch table of ``rows`` rows (a uuid key column among a
-    few others, about 100 bytes a row) in a schema of its own, dropped afterwards: the time of
-    ``CREATE INDEX CONCURRENTLY`` on the key column and of ``VALIDATE CONSTRAINT`` of a key to a
-    parent of 1,000 rows, under the settings apply uses. Meant for the local environment (a staging
-    server on production-like hardware measures closer to production); refused on a protected one."""
-    env = db.env
+def check_calibration(env, rows: int) -> None:
+    """Refuse, before anything connects, a calibration on a protected environment or of too few rows."""
     if env.protected:
         raise EnvironmentConfigError(f"calibrate writes a scratch table of {rows} rows and never runs on the protected "
                                      f"environment {env.name!r}; run `fkrunbook calibrate --env local`",
@@ -132,6 +127,16 @@ def calibrate(db, rows: int = CALIBRATION_ROWS) -> Calibration:
     if rows < 10_000:
         raise EnvironmentConfigError(f"--rows {rows} is too few to measure a rate; use at least 10000",
                                      environment=env.name)
+
+
+def calibrate(db, rows: int = CALIBRATION_ROWS) -> Calibration:
+    """Measure this server's rates on a scratch table of ``rows`` rows (a uuid key column among a
+    few others, about 100 bytes a row) in a schema of its own, dropped afterwards: the time of
+    ``CREATE INDEX CONCURRENTLY`` on the key column and of ``VALIDATE CONSTRAINT`` of a key to a
+    parent of 1,000 rows, under the settings apply uses. Meant for the local environment (a staging
+    server on production-like hardware measures closer to production); refused on a protected one."""
+    env = db.env
+    check_calibration(env, rows)
     schema = "fkrunbook_calibration"
     with db.connect_raw(autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -95,6 +95,7 @@ class StepWatch:
                     done, total, unit = tuples_done, tuples_total, "tuples"
                 return {**base, "phase": phase, "done": done, "total": total, "unit": unit,
                         "waiting_for": f"{wtype}:{wait}" if wtype else ""}
+            return None  # between attempts, or dropping an INVALID leftover: not the build itself
         row = conn.execute(_ACTIVITY, (self.pid,)).fetchone()
         if row is None or row[0] != "active":
             return None
