@@ -18,7 +18,8 @@ from .test_migration import MIGRATIONS
 
 TABLE = "impersonation_sessions_projection"
 # Rates of a very slow server, so that the small tables of a test take seconds
-ROWS_ONLY = Calibration(index_s_per_mrow=10_000.0, index_s_per_gb=0.0, validate_s_per_mrow=4_000.0, validate_s_per_gb=0.0)
+ROWS_ONLY = Calibration(index_s_per_mrow=10_000.0, index_s_per_gb=0.0, validate_s_per_mrow=4_000.0,
+                        validate_s_per_gb=0.0)
 BYTES_ONLY = Calibration(index_s_per_mrow=0.0, index_s_per_gb=1e6, validate_s_per_mrow=0.0, validate_s_per_gb=5e5)
 
 
@@ -146,7 +147,8 @@ def test_progress_of_an_index_build_is_logged_and_kept_in_the_results(database, 
     assert len(waiting) and (waiting["unit"] == "transactions").all() and (waiting["total"] >= 1).all()
     assert (builds["table_bytes"] > 10_000_000).all()
     assert all(b["elapsed_s"].is_monotonic_increasing for _, b in builds.groupby("statement"))
-    assert set(builds["phase"]) <= {"initializing", "waiting for writers before build", "building index: scanning table",
+    assert set(builds["phase"]) <= {"initializing", "waiting for writers before build",
+                                    "building index: scanning table",
                                     "building index: sorting live tuples", "building index: loading tuples in tree",
                                     "waiting for writers before validation", "index validation: scanning index",
                                     "index validation: sorting tuples", "index validation: scanning table",
@@ -157,3 +159,26 @@ def test_progress_of_an_index_build_is_logged_and_kept_in_the_results(database, 
     assert len(lines) == len(builds) and "transactions" in lines[0] and "s elapsed (estimated ~" in lines[0]
     kept = result.results()["progress"]
     assert len(kept) == len(progress) and {"phase", "done", "total", "elapsed_s"} <= set(kept[0])
+
+
+def test_progress_of_a_validate_shows_its_wait_and_the_tables_size(database, spec, tmp_path):
+    import threading
+
+    from fkrunbook.executor import apply_plan
+    from fkrunbook.history import list_local
+
+    from .test_migration import psql
+
+    clean_up_orphans(database.connect(), spec, tmp_path, "clean", confirm=True)
+    for migration in list_local(MIGRATIONS)[:2]:  # indexes and keys NOT VALID in place: VALIDATE is next
+        assert psql(database.url, migration.path).returncode == 0
+    import psycopg
+
+    holder = psycopg.connect(database.url)  # VALIDATE waits for this lock (within one lock_timeout)
+    holder.execute(f"LOCK TABLE {TABLE} IN SHARE UPDATE EXCLUSIVE MODE")
+    threading.Timer(0.8, holder.close).start()
+    result = apply_plan(database.connect(), spec, MIGRATIONS, {}, progress_every=0.2)
+    samples = result.progress[result.progress["statement"].str.contains(f'"{TABLE}" VALIDATE')]
+    assert len(samples) >= 2 and set(samples["phase"]) == {"validating"}
+    assert samples["waiting_for"].iloc[0] == "Lock:relation"
+    assert (samples["table_bytes"] == database.sql(f"SELECT pg_total_relation_size('{TABLE}')")[0][0]).all()

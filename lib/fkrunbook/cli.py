@@ -144,6 +144,10 @@ def run(env, phases, spec, run_id, cell_timeout, quiet, project, **phase_values)
             click.echo(f"fkrunbook: {err}", err=True)
             sys.exit(128 + signal.Signals[err.signal].value)
         raise
+    except KeyboardInterrupt:  # a third signal: the runner stopped without waiting for the kernel
+        click.echo("fkrunbook: stopped at once by a third signal; the run is sealed as cancelled; check the "
+                   "database with the migration_preview phase before running apply again", err=True)
+        sys.exit(130)
     if not quiet:
         _print_summary(result.run_dir)
     click.echo(f"run {result.run_id} succeeded; evidence: {_shown(result.run_dir)}")
@@ -173,7 +177,8 @@ def calibrate(env, rows, project):
     click.echo(f"Measuring on {environment.name} with a scratch table of {rows:,} rows...")
     measured = measure(connect(environment), rows)
     path = save_calibration(config.root, measured)
-    click.echo(f"index build: {measured.index_s_per_mrow:.2f} s per million rows, {measured.index_s_per_gb:.1f} s per GB")
+    click.echo(f"index build: {measured.index_s_per_mrow:.2f} s per million rows, "
+               f"{measured.index_s_per_gb:.1f} s per GB")
     click.echo(f"VALIDATE:    {measured.validate_s_per_mrow:.2f} s per million rows, "
                f"{measured.validate_s_per_gb:.1f} s per GB")
     click.echo(f"saved to {_shown(path)}; the migration preview's estimates use it from now on")

@@ -32,7 +32,8 @@ from psycopg import errors
 from . import history, progress
 from .catalog import foreign_key_states, index_states
 from .database import Database
-from .errors import ApplyCancelledError, LockUnavailableError, MigrationError, OrphansPresentError, PlanChangedError, ValidationFailedError
+from .errors import (ApplyCancelledError, LockUnavailableError, MigrationError, OrphansPresentError, PlanChangedError,
+                     ValidationFailedError)
 from .guard import exclusive_change, require_approval
 from .migration import drop_index_statement
 from .orphans import orphan_query
@@ -86,16 +87,20 @@ def apply_plan(db: Database, spec: Spec, migrations_dir: str | Path, orphans: di
     if any(orphans.values()):
         raise OrphansPresentError(orphans)
     runner = _Runner(db, spec, retries or db.env.lock_retries or spec.migration.retries, progress_every)
-    recorded = []
     with _sigterm_interrupts():
         try:
-            return _apply(db, spec, migrations_dir, runner, recorded, expected_hash, previewed_hash)
-        except KeyboardInterrupt as interrupt:
-            raise runner.cancelled(interrupt, recorded) from None
+            return _apply(db, spec, migrations_dir, runner, expected_hash, previewed_hash)
+        except KeyboardInterrupt as interrupt:  # between steps (a step's own is handled in _Runner.run)
+            raise runner.cancelled(interrupt) from None
+        except psycopg.Error as err:  # releasing the advisory lock on a connection the cancel ended
+            if isinstance(err.__context__, ApplyCancelledError):
+                raise err.__context__ from None
+            raise
 
 
-def _apply(db: Database, spec: Spec, migrations_dir, runner: "_Runner", recorded: list[str],
-           expected_hash: str | None, previewed_hash: str | None) -> ApplyResult:
+def _apply(db: Database, spec: Spec, migrations_dir, runner: "_Runner", expected_hash: str | None,
+           previewed_hash: str | None) -> ApplyResult:
+    recorded = runner.recorded
     with db.connect_raw(autocommit=True) as conn, exclusive_change(db, conn, spec.name):
         plan = plan_migration(db, spec, migrations_dir)  # computed under the lock: no one changes it meanwhile
         log.info("plan hash %s: %d statement(s) to run", plan.hash, len(plan.to_run))
@@ -178,6 +183,7 @@ class _Runner:
         self.timing: dict[str, tuple[int, float]] = {}
         self.progress_every, self.estimates, self.samples = progress_every, None, []
         self.current: Step | None = None     # the step running now, for a cancel's summary
+        self.recorded: list[str] = []        # migration files recorded so far
 
     def run(self, step: Step) -> None:
         started = time.monotonic()
@@ -185,6 +191,8 @@ class _Runner:
         try:
             with self._watch(step):
                 tries = self._with_lock_retries(step, lambda: self._execute(step))
+        except KeyboardInterrupt as interrupt:  # stopped while its connection is still open
+            raise self.cancelled(interrupt) from None
         except psycopg.Error as err:  # statement_timeout, a lost connection, ...: never half-done
             raise MigrationError(f"`{_short(step.statement)}` failed: {self.db.redact(_first_line(err))}; nothing of "
                                  "this step was kept; fix the cause and run apply again") from err
@@ -206,7 +214,7 @@ class _Runner:
         finally:
             self.samples.extend(watch.samples)
 
-    def cancelled(self, interrupt: KeyboardInterrupt, recorded: list[str]) -> ApplyCancelledError:
+    def cancelled(self, interrupt: KeyboardInterrupt) -> ApplyCancelledError:
         """After an interrupt: make sure the server runs nothing of the apply (psycopg cancelled the
         statement; a backend still active is cancelled again, then terminated), and say what is left."""
         how = "SIGTERM" if isinstance(interrupt, Terminated) else "an interrupt (SIGINT)"
@@ -218,7 +226,7 @@ class _Runner:
             stopped, f"was {stopped}")
         log.warning("apply stopped by %s %s; the statement %s", how, where, state)
         message = (f"apply stopped by {how} {where}: the statement {state} and nothing of that step was kept; "
-                   f"recorded before the stop: {', '.join(recorded) or 'no migration file'}; left: "
+                   f"recorded before the stop: {', '.join(self.recorded) or 'no migration file'}; left: "
                    f"{'; '.join(leftovers) or 'nothing half-done'}; run apply again to complete it")
         return ApplyCancelledError(message, statement=step.statement if step else None,
                                    stopped=not stopped.startswith("STILL"), leftovers=leftovers)

@@ -68,7 +68,8 @@ class StepWatch:
             while not self._done.wait(self.every):
                 if conn is None:
                     conn = self.db.connect_raw(autocommit=True)
-                    self._bytes = conn.execute("SELECT pg_total_relation_size(%s::regclass)", (self.table,)).fetchone()[0]
+                    self._bytes = conn.execute("SELECT pg_total_relation_size(%s::regclass)",
+                                               (self.table,)).fetchone()[0]
                 sample = self._sample(conn)
                 if sample is None or self._done.is_set():
                     continue
@@ -86,7 +87,8 @@ class StepWatch:
         if self.kind == "index":
             row = conn.execute(_INDEX, (self.pid,)).fetchone()
             if row is not None:
-                phase, blocks_done, blocks_total, tuples_done, tuples_total, lockers_done, lockers_total, wtype, wait = row
+                phase, blocks_done, blocks_total, tuples_done, tuples_total, lockers_done, lockers_total = row[:7]
+                wtype, wait = row[7:]
                 if lockers_total:
                     done, total, unit = lockers_done, lockers_total, "transactions"
                 elif blocks_total:
