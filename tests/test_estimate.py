@@ -157,6 +157,8 @@ def test_progress_of_an_index_build_is_logged_and_kept_in_the_results(database, 
     assert any(b.startswith("building index") for b in builds["phase"])
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress of CREATE INDEX")]
     assert len(lines) == len(builds) and "transactions" in lines[0] and "s elapsed (estimated ~" in lines[0]
+    ran = result.steps[result.steps["action"] == "run"]
+    assert ran["estimated_s"].notna().all()  # the preview's prediction beside each step's measured seconds
     kept = result.results()["progress"]
     assert len(kept) == len(progress) and {"phase", "done", "total", "elapsed_s"} <= set(kept[0])
 

@@ -47,7 +47,7 @@ log = logging.getLogger("fkrunbook.executor")
 @dataclass
 class ApplyResult:
     plan_hash: str
-    steps: pd.DataFrame        # every step: action, attempts, seconds
+    steps: pd.DataFrame        # every step: action, attempts, seconds, estimated_s (the preview's prediction)
     attempts: pd.DataFrame     # every attempt of every statement that ran: waited, outcome, blockers
     recorded: list[str]        # migration files recorded in the history
     progress: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=progress.SAMPLE_COLUMNS))
@@ -314,6 +314,7 @@ class _Runner:
         frame = plan.statements[["file", "column", "statement", "action"]].copy()
         frame["attempts"] = [self.timing.get(s, (0, 0.0))[0] for s in frame["statement"]]
         frame["seconds"] = [self.timing.get(s, (0, 0.0))[1] for s in frame["statement"]]
+        frame["estimated_s"] = [self.estimates.for_statement(s) if self.estimates else None for s in frame["statement"]]
         return frame
 
 
