@@ -7,7 +7,7 @@ keeps every executed cell: its source and, in order, what it printed, displayed,
 raised. The phase's own files (its ``*.results.json``, a clean-up's quarantine copies) go to a
 pending folder, ``<evidence>/<env>/<walkthrough>.pending.<phase>.<n>``, whose unsealed manifest
 lists it as incomplete until the phase ends. ``ctx.finish()`` (the notebook's last cell), or the
-first cell that fails, ends it: the recorded cells become the executed notebook (the notebook's
+first cell that fails (sealed as ``cancelled`` when JupyterLab's interrupt stopped it), ends it: the recorded cells become the executed notebook (the notebook's
 markdown put back before the cells they introduce), and under the environment's chain lock the
 notebook, its HTML report and the pending files join the walkthrough's run folder
 ``<evidence>/<env>/<walkthrough>/``, whose manifest gets the phase (``mode: interactive``) and is

@@ -92,10 +92,12 @@ def test_a_signal_during_a_step_cancels_it_on_the_server_and_a_rerun_completes(s
     assert verify_archive(project_copy / "audit") == ([], 2)  # the cancelled run is sealed into the chain
 
 
-def test_jupyterlabs_interrupt_during_apply_seals_the_walkthroughs_phase_as_cancelled(project_copy, database, spec,
-                                                                                       server, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_jupyterlabs_interrupt_during_apply_seals_the_walkthroughs_phase_as_cancelled(signum, project_copy, database,
+                                                                                       spec, server, tmp_path):
     """JupyterLab's interrupt is SIGINT to the kernel's process group, sent here as it sends it while
-    the apply notebook, run as Run All runs it (nbclient), waits inside an index build."""
+    the apply notebook, run as Run All runs it (nbclient), waits inside an index build; SIGTERM is
+    what a kernel gets when it is shut down or its machine stops."""
     import os
     import threading
 
@@ -126,7 +128,7 @@ def test_jupyterlabs_interrupt_during_apply_seals_the_walkthroughs_phase_as_canc
                 time.sleep(0.05)
         for kernel in psutil.Process().children(recursive=True):
             if any("ipykernel" in part for part in kernel.cmdline()):
-                os.killpg(os.getpgid(kernel.pid), signal.SIGINT)
+                os.killpg(os.getpgid(kernel.pid), signum)
                 sent.append(time.monotonic())
 
     sent = []
@@ -145,7 +147,8 @@ def test_jupyterlabs_interrupt_during_apply_seals_the_walkthroughs_phase_as_canc
     (run,) = load_runs(config.evidence, "local")
     assert run.sealed and run.mode == "interactive" and run.status == "cancelled"
     assert run.manifest["phases"][0]["status"] == "cancelled"
-    assert run.manifest["phases"][0]["error"].startswith("ApplyCancelledError: apply stopped by an interrupt (SIGINT)")
+    how = "an interrupt (SIGINT)" if signum == signal.SIGINT else "SIGTERM"
+    assert run.manifest["phases"][0]["error"].startswith(f"ApplyCancelledError: apply stopped by {how} during `CREATE")
     assert "INVALID index" in run.manifest["phases"][0]["error"]
     assert database.sql("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == [(1,)]
 
