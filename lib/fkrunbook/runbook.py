@@ -233,7 +233,7 @@ class _Cancel:
         self._previous: dict = {}
 
     def install(self) -> None:
-        if threading_main():
+        if _in_main_thread():
             self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
     def uninstall(self) -> None:
@@ -262,7 +262,7 @@ class _Stopped(Exception):
     """Raised before a cell when the run was asked to stop: papermill keeps the notebook as it stands."""
 
 
-def threading_main() -> bool:
+def _in_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
