@@ -145,8 +145,8 @@ def run(env, phases, spec, run_id, cell_timeout, quiet, project, **phase_values)
             sys.exit(128 + signal.Signals[err.signal].value)
         raise
     except KeyboardInterrupt:  # a third signal: the runner stopped without waiting for the kernel
-        click.echo("fkrunbook: stopped at once by a third signal; the run is sealed as cancelled; check the "
-                   "database with the migration_preview phase before running apply again", err=True)
+        click.echo("fkrunbook: stopped at once by a third signal; the run is sealed as cancelled; the migration "
+                   "preview shows what is left to do", err=True)
         sys.exit(130)
     if not quiet:
         _print_summary(result.run_dir)

@@ -9,7 +9,9 @@ SIGINT (Ctrl-C) or SIGTERM while phases run is forwarded to the running kernel a
 kernel runs in a session of its own and gets neither): the running cell stops (apply cancels its
 statement on the server, :mod:`fkrunbook.executor`), no later cell or phase runs, and the run is
 sealed as ``cancelled`` with the partial notebook. A third signal stops the runner at once (the
-kernel is shut down); the run is sealed as cancelled all the same.
+kernel is shut down); the run is sealed as cancelled all the same. After a cancelled phase that
+changes the database the runner checks the server itself: a statement still running under the
+change's advisory lock (a kernel that could not stop it) is cancelled there.
 """
 from __future__ import annotations
 
@@ -109,7 +111,9 @@ def run_phases(config: Config, env: str, phases: list[str] | None = None, *, spe
                                        "cells": total, "elapsed_s": time.monotonic() - started}), cancel)
             cancelled = bool(cancel.signal and error)  # the phase did not finish: stopped part-way
             if cancelled:
-                entry["cancelled"] = {"signal": cancel.signal, "left": _left_behind(db, loaded, config)}
+                stopped = _stop_change(db, loaded) if not PHASES[name].read_only else None
+                entry["cancelled"] = {"signal": cancel.signal, "left": _left_behind(db, loaded, config),
+                                      **({"stopped_by_runner": stopped} if stopped else {})}
             entry.update(status="cancelled" if cancelled else "failed" if error else "succeeded", ended_at=_now(),
                          duration_s=round(time.monotonic() - started, 2), results=_results(run_dir, name))
             if name == "migration_preview" and "apply" in per_phase and not error:
@@ -139,6 +143,10 @@ def run_phases(config: Config, env: str, phases: list[str] | None = None, *, spe
                         plan_hash=plan_hash_of(manifest))
         for entry in manifest["phases"]:
             if entry["status"] in ("pending", "running") and cancel.signal:  # stopped at once (a third signal)
+                if entry["status"] == "running" and not PHASES[entry["name"]].read_only:
+                    stopped = _stop_change(db, loaded)
+                    entry["cancelled"] = {"signal": cancel.signal, "left": _left_behind(db, loaded, config),
+                                          **({"stopped_by_runner": stopped} if stopped else {})}
                 entry["status"] = "cancelled" if entry["status"] == "running" else "skipped"
         if any(p["status"] in ("pending", "running") for p in manifest["phases"]):
             manifest["status"] = "failed"  # interrupted (e.g. Ctrl-C): sealed as it stands
@@ -266,6 +274,25 @@ def _in_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
+
+
+def _stop_change(db, spec) -> str | None:
+    """The runner's own check after a cancelled phase that changes the database: the session holding
+    the change's advisory lock (apply's, a clean-up's) must run nothing any more. Normally the kernel
+    has stopped its statement and closed it; a kernel that could not (frozen, killed at once) leaves
+    a backend still running, which is cancelled here (:func:`fkrunbook.progress.stop_backend`)."""
+    from .guard import lock_key
+    from .progress import stop_backend
+
+    try:
+        with db.connect_raw(autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+                "AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s AND a.state = 'active' "
+                "AND a.application_name = 'fkrunbook'", lock_key(spec.name)).fetchone()
+        return f"pid {row[0]}: {stop_backend(db, row[0])}" if row else None
+    except Exception as err:  # the database may be unreachable: say so, the seal goes on
+        return f"not checked ({type(err).__name__})"
 
 
 def _left_behind(db, spec, config: Config) -> list[str]:

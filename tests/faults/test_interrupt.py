@@ -3,6 +3,7 @@ statement is cancelled on the server at once, the run is sealed as cancelled wit
 notebook, the database is left as the fault suite describes (an interrupted index build leaves
 an INVALID index, reported; keys NOT VALID at worst), and a re-run completes."""
 import json
+import re
 import signal
 import time
 
@@ -158,3 +159,52 @@ def test_jupyterlabs_interrupt_during_apply_seals_the_walkthroughs_phase_as_canc
     assert database.sql("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == [(0,)]
     assert sorted(r.status for r in load_runs(config.evidence, "local")) == ["cancelled", "succeeded"]
     assert verify_archive(config.evidence) == ([], 2)
+
+
+def test_a_kernel_that_cannot_stop_is_left_at_the_third_signal_and_the_runner_cancels_its_statement(
+        project_copy, database, spec, tmp_path):
+    """A frozen kernel (SIGSTOP) never answers the interrupt: the third signal stops the runner at
+    once, which shuts the kernel down, seals the run as cancelled and cancels, on the server, the
+    statement the kernel left running (found by the apply's advisory lock)."""
+    import os
+
+    from fkrunbook.migration import write_migrations
+    from fkrunbook.spec import load_spec
+
+    from .conftest import kernels_of
+
+    # lock_timeout 1s would end the build's wait by itself: here it waits as long as a big build runs
+    spec_file = project_copy / "runbooks" / "add_missing_org_fk_constraints.yaml"
+    text, changed = re.subn(r"(?m)^(  lock_timeout: )\S+", r"\g<1>120s", spec_file.read_text())
+    assert changed == 1
+    spec_file.write_text(text)
+    spec = load_spec(spec_file)
+    assert spec.migration.lock_timeout == "120s"
+    write_migrations(spec, project_copy / "supabase" / "migrations")
+    clean_up_orphans(database.connect(), spec, tmp_path, "clean", confirm=True)
+    blocker = hold_lock(database.url, "cross_tenant_access_grants_projection", "ROW EXCLUSIVE")
+    try:
+        proc = start_cli(project_copy, database, "run", "--env", "staging", "--phase", "apply")
+        wait_for_statement(database.url, "CREATE INDEX CONCURRENTLY")
+        for kernel in kernels_of(proc):
+            os.kill(kernel.pid, signal.SIGSTOP)
+        for _ in range(3):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)  # one at a time: signals sent together may arrive as one
+        assert proc.wait(timeout=60) == 130
+        assert _statement_gone(database.url, "CREATE INDEX CONCURRENTLY", within_s=1) < 1  # before the runner exited
+    finally:
+        blocker.close()
+    wait_until_gone(database.url)
+    assert "fkrunbook: stopped at once by a third signal; the run is sealed as cancelled" in (
+        project_copy / "cli.log").read_text()
+    (run,) = load_runs(project_copy / "audit", "staging")
+    assert run.status == "cancelled" and run.sealed and "04_apply.ipynb" in run.manifest["files"]
+    (phase,) = run.manifest["phases"]
+    assert phase["status"] == "cancelled"
+    assert "cancelled with pg_cancel_backend" in phase["cancelled"]["stopped_by_runner"]  # the runner's own stop
+    assert any(line.startswith("INVALID index") for line in phase["cancelled"]["left"])
+    rerun = cli("run", "--env", "staging", "--phase", "apply", cwd=project_copy,
+                env={"STAGING_DATABASE_URL": database.url})
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert verify_constraints(database.connect(), spec)["ok"].all()
