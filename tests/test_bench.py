@@ -14,6 +14,7 @@ RUNS = {
     "team_data.py": ["--rows", "200", "--baseline", "50"],
     "polymorphic.py": ["--events", "5000"],
     "apply_stall.py": ["--rows", "5000", "--lock-holder", "1"],
+    "long_steps.py": ["--rows", "20000", "--calibrate-rows", "10000"],
 }
 
 
@@ -23,7 +24,7 @@ def test_benchmark_runs_and_its_own_checks_pass(script):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     last = result.stdout.strip().splitlines()[-1]
-    if script in ("polymorphic.py", "apply_stall.py"):  # their last line is one JSON object
+    if script in ("polymorphic.py", "apply_stall.py", "long_steps.py"):  # their last line is one JSON object
         assert isinstance(json.loads(last), dict)
     if script == "apply_stall.py":  # the apply succeeded against the holder; the holder-only figures are there
         figures = json.loads(last)

@@ -124,7 +124,9 @@ def run(env, phases, spec, run_id, cell_timeout, quiet, project, **phase_values)
 
     Example: fkrunbook run --env staging --phase orphan_check --phase migration_preview
     """
-    from .errors import PhaseFailedError
+    import signal
+
+    from .errors import PhaseFailedError, RunCancelledError
     from .runbook import resolve_phases, run_phases
 
     selected = resolve_phases(list(phases))  # a misspelled phase fails before anything connects
@@ -138,10 +140,48 @@ def run(env, phases, spec, run_id, cell_timeout, quiet, project, **phase_values)
     except PhaseFailedError as err:
         if not quiet and err.run_dir:
             _print_summary(Path(err.run_dir))
+        if isinstance(err, RunCancelledError):  # exit as a process stopped by that signal does
+            click.echo(f"fkrunbook: {err}", err=True)
+            sys.exit(128 + signal.Signals[err.signal].value)
         raise
+    except KeyboardInterrupt:  # a third signal: the runner stopped without waiting for the kernel
+        click.echo("fkrunbook: stopped at once by a third signal; the run is sealed as cancelled; the migration "
+                   "preview shows what is left to do", err=True)
+        sys.exit(130)
     if not quiet:
         _print_summary(result.run_dir)
     click.echo(f"run {result.run_id} succeeded; evidence: {_shown(result.run_dir)}")
+
+
+@main.command()
+@click.option("--env", "env", default="local", show_default=True, help="Environment to measure (not a protected one).")
+@click.option("--rows", type=int, default=1_000_000, show_default=True, help="Rows of the scratch table.")
+@project_option
+@_friendly
+def calibrate(env, rows, project):
+    """Measure how fast this server builds an index and validates a key, for the preview's estimates.
+
+    Builds a scratch table of --rows rows in a schema of its own, times CREATE INDEX CONCURRENTLY and
+    VALIDATE CONSTRAINT on it, drops it, and keeps the rates in .fkrunbook/calibration.json (git-ignored).
+
+    Example: fkrunbook calibrate --env local
+    """
+    from .database import connect
+    from .environment import get_environment
+    from .estimate import calibrate as measure
+    from .estimate import check_calibration, save_calibration
+
+    config = _config(project)
+    environment = get_environment(env, config.environments)
+    check_calibration(environment, rows)  # before anything connects
+    click.echo(f"Measuring on {environment.name} with a scratch table of {rows:,} rows...")
+    measured = measure(connect(environment), rows)
+    path = save_calibration(config.root, measured)
+    click.echo(f"index build: {measured.index_s_per_mrow:.2f} s per million rows, "
+               f"{measured.index_s_per_gb:.1f} s per GB")
+    click.echo(f"VALIDATE:    {measured.validate_s_per_mrow:.2f} s per million rows, "
+               f"{measured.validate_s_per_gb:.1f} s per GB")
+    click.echo(f"saved to {_shown(path)}; the migration preview's estimates use it from now on")
 
 
 def _team_schema_options(func):

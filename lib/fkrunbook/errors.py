@@ -252,3 +252,27 @@ class StoreError(FkrunbookError):
     def __init__(self, message: str, *, store: str | None = None):
         self.store = store
         super().__init__(message)
+
+
+class ApplyCancelledError(FkrunbookError):
+    """Apply was interrupted (Ctrl-C, SIGINT or SIGTERM; JupyterLab's interrupt): the running statement
+    was cancelled on the server and the database was left as a failed step leaves it (an interrupted
+    index build leaves an INVALID index, which the next apply drops and rebuilds; keys NOT VALID at
+    worst). ``leftovers`` lists what it left, one line each."""
+
+    def __init__(self, message: str, *, statement: str | None, stopped: bool, leftovers: list[str]):
+        self.statement, self.stopped, self.leftovers = statement, stopped, leftovers
+        super().__init__(message)
+
+    def _render_traceback_(self):  # IPython: the summary, no library traceback
+        return [f"{type(self).__name__}: {self}"] + ([""] + [f"  left: {line}" for line in self.leftovers]
+                                                     if self.leftovers else [])
+
+
+class RunCancelledError(PhaseFailedError):
+    """``fkrunbook run`` got SIGINT or SIGTERM: the running phase was interrupted and the run sealed
+    as ``cancelled`` with its partial notebook; later phases were skipped."""
+
+    def __init__(self, message: str, *, signal: str, **kwargs):
+        self.signal = signal
+        super().__init__(message, **kwargs)

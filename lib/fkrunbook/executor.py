@@ -9,12 +9,21 @@ Index builds run outside any transaction (CONCURRENTLY); a build that fails leav
 index, which is dropped before the next attempt. Each NOT VALID and each VALIDATE runs in its
 own transaction. A migration file is recorded in ``supabase_migrations.schema_migrations``, as
 the Supabase CLI records it, only once all its steps are in place.
+
+Long steps (an index build, a VALIDATE) are watched from a second connection and their progress
+logged (:mod:`fkrunbook.progress`). Ctrl-C (SIGINT: the runner forwards it, JupyterLab's interrupt
+sends it) or SIGTERM during apply cancels the running statement on the server, makes sure its
+backend is idle, and raises :class:`ApplyCancelledError` naming what is left: at worst an INVALID
+index (the next apply drops and rebuilds it) and keys NOT VALID (the next apply validates them).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -22,9 +31,11 @@ from IPython.display import Markdown
 import psycopg
 from psycopg import errors
 
-from . import history
+from . import history, progress
+from .catalog import foreign_key_states, index_states
 from .database import Database
-from .errors import LockUnavailableError, MigrationError, OrphansPresentError, PlanChangedError, ValidationFailedError
+from .errors import (ApplyCancelledError, LockUnavailableError, MigrationError, OrphansPresentError, PlanChangedError,
+                     ValidationFailedError)
 from .guard import exclusive_change, require_approval
 from .migration import drop_index_statement
 from .orphans import orphan_query
@@ -38,10 +49,11 @@ log = logging.getLogger("fkrunbook.executor")
 @dataclass
 class ApplyResult:
     plan_hash: str
-    steps: pd.DataFrame        # every step: action, attempts, seconds
+    steps: pd.DataFrame        # every step: action, attempts, seconds, estimated_s (the preview's prediction)
     attempts: pd.DataFrame     # every attempt of every statement that ran: waited, outcome, blockers
     recorded: list[str]        # migration files recorded in the history
     lock_retries: LockRetries | None = None  # the schedule the attempts followed
+    progress: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=progress.SAMPLE_COLUMNS))
 
     def summary(self) -> Markdown:
         ran = int((self.steps["action"] == "run").sum())
@@ -54,12 +66,13 @@ class ApplyResult:
         return {"plan_hash": self.plan_hash, "statements_applied": len(ran),
                 "statements_skipped": len(self.steps) - len(ran), "lock_retries": int(
                     (self.attempts["outcome"] == "lock timeout").sum()) if len(self.attempts) else 0,
-                "files_recorded": self.recorded, **(self.lock_retries.results() if self.lock_retries else {})}
+                "files_recorded": self.recorded, "progress": self.progress.to_dict("records"),
+                **(self.lock_retries.results() if self.lock_retries else {})}
 
 
 def apply_plan(db: Database, spec: Spec, migrations_dir: str | Path, orphans: dict[str, int],
                retries: LockRetries | None = None, expected_hash: str | None = None,
-               previewed_hash: str | None = None) -> ApplyResult:
+               previewed_hash: str | None = None, progress_every: float = progress.EVERY_S) -> ApplyResult:
     """Recompute the plan under the advisory lock, then run exactly its statements and record the
     runbook's files.
 
@@ -69,13 +82,31 @@ def apply_plan(db: Database, spec: Spec, migrations_dir: str | Path, orphans: di
     environment, unless ``expected_hash`` approves this exact plan; when an older migration of the
     folder is still pending; and while another operator is applying to the same database (the
     advisory lock is held for the whole apply).
+
+    A step running longer than ``progress_every`` seconds logs its progress that often. An interrupt
+    (SIGINT, or SIGTERM, which this sets to interrupt too while it runs) raises
+    :class:`ApplyCancelledError` once the server runs nothing of the apply any more.
     """
     if any(orphans.values()):
         raise OrphansPresentError(orphans)
-    recorded = []
+    runner = _Runner(db, spec, retries or db.env.lock_retries or spec.migration.retries, progress_every)
+    with _sigterm_interrupts():
+        try:
+            return _apply(db, spec, migrations_dir, runner, retries, expected_hash, previewed_hash)
+        except KeyboardInterrupt as interrupt:  # between steps (a step's own is handled in _Runner.run)
+            raise runner.cancelled(interrupt) from None
+        except psycopg.Error as err:  # releasing the advisory lock on a connection the cancel ended
+            if isinstance(err.__context__, ApplyCancelledError):
+                raise err.__context__ from None
+            raise
+
+
+def _apply(db: Database, spec: Spec, migrations_dir, runner: "_Runner", retries: LockRetries | None,
+           expected_hash: str | None, previewed_hash: str | None) -> ApplyResult:
+    recorded = runner.recorded
     with db.connect_raw(autocommit=True) as conn, exclusive_change(db, conn, spec.name):
         plan = plan_migration(db, spec, migrations_dir, retries)  # under the lock: no one changes it meanwhile
-        runner = _Runner(db, spec, plan.lock_retries)  # the schedule is part of the plan (and its hash)
+        runner.retries = plan.lock_retries  # the schedule is part of the plan (and its hash)
         log.info("plan hash %s: %d statement(s) to run", plan.hash, len(plan.to_run))
         if previewed_hash and previewed_hash != plan.hash:
             raise PlanChangedError(f"the apply plan changed since this run's preview (previewed {previewed_hash[:12]}, "
@@ -88,7 +119,8 @@ def apply_plan(db: Database, spec: Spec, migrations_dir: str | Path, orphans: di
         _refuse_out_of_order(plan)
         for setting in plan.settings:
             conn.execute(setting)
-        runner.conn = conn
+        runner.conn, runner.pid, runner.estimates = conn, conn.info.backend_pid, plan.estimates
+        runner.spec = plan.spec or spec  # with the index names of the files
         with conn.transaction():
             conn.execute("SET LOCAL lock_timeout = '4s'")  # as the CLI does when it creates the table
             history.ensure_history_table(conn)
@@ -102,7 +134,28 @@ def apply_plan(db: Database, spec: Spec, migrations_dir: str | Path, orphans: di
                 recorded.append(migration.filename)
                 log.info("recorded %s in supabase_migrations.schema_migrations", migration.filename)
     return ApplyResult(plan.hash, runner.step_frame(plan), pd.DataFrame(runner.attempts, columns=ATTEMPT_COLUMNS),
-                       recorded, plan.lock_retries)
+                       recorded, plan.lock_retries, pd.DataFrame(runner.samples, columns=progress.SAMPLE_COLUMNS))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during apply, raised like Ctrl-C so that psycopg cancels the running statement."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """While apply runs (in the main thread: a notebook's kernel), SIGTERM interrupts it as SIGINT does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 ATTEMPT_COLUMNS = ["statement", "attempt", "lock_timeout_ms", "waited_s", "outcome", "blockers"]
@@ -127,20 +180,61 @@ def _refuse_out_of_order(plan: MigrationPlan) -> None:
 
 
 class _Runner:
-    def __init__(self, db: Database, spec: Spec, retries: LockRetries):
+    def __init__(self, db: Database, spec: Spec, retries: LockRetries, progress_every: float = progress.EVERY_S):
         self.db, self.spec, self.retries = db, spec, retries
         self.conn: psycopg.Connection | None = None
+        self.pid: int | None = None          # the apply connection's backend
         self.attempts: list[tuple] = []
         self.timing: dict[str, tuple[int, float]] = {}
+        self.progress_every, self.estimates, self.samples = progress_every, None, []
+        self.current: Step | None = None     # the step running now, for a cancel's summary
+        self.recorded: list[str] = []        # migration files recorded so far
 
     def run(self, step: Step) -> None:
         started = time.monotonic()
+        self.current = step
         try:
-            tries = self._with_lock_retries(step, lambda: self._execute(step))
+            with self._watch(step):
+                tries = self._with_lock_retries(step, lambda: self._execute(step))
+        except KeyboardInterrupt as interrupt:  # stopped while its connection is still open
+            raise self.cancelled(interrupt) from None
         except psycopg.Error as err:  # statement_timeout, a lost connection, ...: never half-done
             raise MigrationError(f"`{_short(step.statement)}` failed: {self.db.redact(_first_line(err))}; nothing of "
                                  "this step was kept; fix the cause and run apply again") from err
         self.timing[step.statement] = (tries, round(time.monotonic() - started, 3))
+        self.current = None
+
+    @contextlib.contextmanager
+    def _watch(self, step: Step):
+        """Log the progress of a step that scans its table (index build, VALIDATE) while it runs."""
+        if step.kind not in ("index", "validate") or self.pid is None:
+            yield
+            return
+        estimate = self.estimates.for_statement(step.statement) if self.estimates else None
+        watch = progress.StepWatch(self.db, step.statement, step.kind, qualified(self.spec.schema, step.fk.table),
+                                   self.pid, self.progress_every, estimate)
+        try:
+            with watch:
+                yield
+        finally:
+            self.samples.extend(watch.samples)
+
+    def cancelled(self, interrupt: KeyboardInterrupt) -> ApplyCancelledError:
+        """After an interrupt: make sure the server runs nothing of the apply (psycopg cancelled the
+        statement; a backend still active is cancelled again, then terminated), and say what is left."""
+        how = "SIGTERM" if isinstance(interrupt, Terminated) else "an interrupt (SIGINT)"
+        step = self.current
+        stopped = progress.stop_backend(self.db, self.pid) if self.pid is not None else "not started"
+        leftovers = left_behind(self.db, self.spec)
+        where = f"during `{_short(step.statement)}`" if step else "between steps"
+        state = {"cancelled": "was cancelled on the server", "not started": "had not started"}.get(
+            stopped, f"was {stopped}")
+        log.warning("apply stopped by %s %s; the statement %s", how, where, state)
+        message = (f"apply stopped by {how} {where}: the statement {state} and nothing of that step was kept; "
+                   f"recorded before the stop: {', '.join(self.recorded) or 'no migration file'}; left: "
+                   f"{'; '.join(leftovers) or 'nothing half-done'}; run apply again to complete it")
+        return ApplyCancelledError(message, statement=step.statement if step else None,
+                                   stopped=not stopped.startswith("STILL"), leftovers=leftovers)
 
     def _execute(self, step: Step) -> None:
         conn = self.conn
@@ -245,7 +339,21 @@ class _Runner:
         frame = plan.statements[["file", "column", "statement", "action"]].copy()
         frame["attempts"] = [self.timing.get(s, (0, 0.0))[0] for s in frame["statement"]]
         frame["seconds"] = [self.timing.get(s, (0, 0.0))[1] for s in frame["statement"]]
+        frame["estimated_s"] = [self.estimates.for_statement(s) if self.estimates else None for s in frame["statement"]]
         return frame
+
+
+def left_behind(db: Database, spec: Spec) -> list[str]:
+    """What an interrupted apply leaves of the spec, one line each: INVALID covering indexes (a
+    cancelled CONCURRENTLY build; the next apply drops and rebuilds them) and keys NOT VALID (new
+    rows enforced; the next apply validates them)."""
+    with db.read_only() as conn:
+        indexes, keys = index_states(conn, spec), foreign_key_states(conn, spec)
+    lines = [f"INVALID index {s.fk.index} on {s.fk.table} (an interrupted CONCURRENTLY build: the next apply drops "
+             "and rebuilds it)" for s in indexes if s.leftover]
+    lines += [f"key {s.name} on {s.fk.label} NOT VALID (new rows are enforced; the next apply validates it)"
+              for s in keys if s.exists and not s.validated]
+    return lines
 
 
 def _describe(blockers: list[dict]) -> str:

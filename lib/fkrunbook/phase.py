@@ -83,7 +83,7 @@ REGISTRY = (
         _APPROVE,
     ), ("rows", "confirmed", "cleanup_hash")),
     Phase("migration_preview", "03_migration_preview.ipynb", "Migration preview", True, (),
-          ("statements_to_run", "statements_skipped", "plan_hash")),
+          ("statements_to_run", "statements_skipped", "plan_hash", "estimated_s", "statement_timeout_warnings")),
     Phase("apply", "04_apply.ipynb", "Apply", False, (
         _APPROVE,
         Parameter("previewed", str, "", "apply: the plan hash this run's preview showed (the runner sets it); "

@@ -22,6 +22,7 @@ from IPython.display import Markdown
 from . import history
 from .catalog import environment_identity, foreign_key_states, index_states
 from .database import Database
+from .estimate import Calibration, Estimates, estimate_steps, project_calibration
 from .migration import (add_statement, drop_index_statement, index_statement, load_migrations, session_settings,
                         validate_statement)
 from .spec import ForeignKey, LockRetries, Spec, format_ms
@@ -63,6 +64,7 @@ class MigrationPlan:
     runbook_files: dict[str, history.MigrationFile] = field(default_factory=dict)  # step -> file
     spec: Spec | None = None    # the spec with its files' version and covering-index names
     lock_retries: LockRetries | None = None  # how apply takes each statement's locks (spec, or the environment's)
+    estimates: Estimates | None = None  # each step's predicted time (fkrunbook.estimate)
 
     @property
     def to_run(self) -> list[Step]:
@@ -73,7 +75,8 @@ class MigrationPlan:
         frame = pd.DataFrame([{
             "file": s.file, "column": s.fk.label, "statement": s.statement, "action": s.action, "reason": s.reason,
             "transaction": "own transaction" if s.in_transaction else "none (CONCURRENTLY)",
-            "locks": LOCKS[s.kind][0], "blocks_writes": LOCKS[s.kind][1].format(wait=self._writer_wait)}
+            "locks": LOCKS[s.kind][0], "blocks_writes": LOCKS[s.kind][1].format(wait=self._writer_wait),
+            "estimated": self.estimates.shown(s.statement) if self.estimates and s.action == "run" else ""}
             for s in self.steps])
         frame.index = pd.RangeIndex(1, len(frame) + 1, name="order")
         return frame
@@ -91,7 +94,8 @@ class MigrationPlan:
                         f"{len(self.steps) - len(self.to_run)} already in place, "
                         f"{len(self.pending)} migration file(s) to record, on environment "
                         f"`{self.identity['environment']}` (database `{self.identity['database']}`)."
-                        + self._lock_summary())
+                        + self._lock_summary()
+                        + (f"\n\n{self.estimates.summary()}" if self.estimates else ""))
 
     @property
     def _writer_wait(self) -> str:
@@ -130,14 +134,17 @@ class MigrationPlan:
         return {"plan_hash": self.hash, "statements_to_run": len(self.to_run),
                 "statements_skipped": len(self.steps) - len(self.to_run),
                 "pending_files": [m.filename for m in self.pending],
-                **(self.lock_retries.results() if self.lock_retries else {})}
+                **(self.lock_retries.results() if self.lock_retries else {}),
+                **(self.estimates.results() if self.estimates else {})}
 
 
-def plan_migration(db: Database, spec: Spec, migrations_dir: str | Path,
-                   lock_retries: LockRetries | None = None) -> MigrationPlan:
+def plan_migration(db: Database, spec: Spec, migrations_dir: str | Path, lock_retries: LockRetries | None = None,
+                   calibration: Calibration | None = None) -> MigrationPlan:
     """What applying the migration would run against this database now. Read-only. The spec's files
     are found in ``migrations_dir`` as :func:`fkrunbook.migration.load_migrations` finds them. The
-    lock-retry schedule is ``lock_retries``, else the environment's override, else the spec's."""
+    lock-retry schedule is ``lock_retries``, else the environment's override, else the spec's. Each
+    step to run gets its predicted time (:mod:`fkrunbook.estimate`) from ``calibration``, by default
+    the project's (found from the current folder up) or the built-in rates."""
     migrations = load_migrations(spec, migrations_dir)  # raises when a file is missing or edited
     spec = migrations.spec  # with the files' version and index names
     names = {step: m.filename for step, m in migrations.files.items()}
@@ -168,10 +175,13 @@ def plan_migration(db: Database, spec: Spec, migrations_dir: str | Path,
                           "skip" if done else "run",
                           f"constraint {s.name} already validated" if done else
                           f"{s.name} is NOT VALID" if s.exists else "added NOT VALID by the step before"))
+    with db.read_only() as conn:
+        estimates = estimate_steps(conn, spec, [s for s in steps if s.action == "run"],
+                                   calibration or project_calibration())
     files = pd.DataFrame([{"file": m.filename, "version": m.version, "runbook": m.filename in expected,
                            "state": "applied" if m.version in remote else "pending"} for m in local.values()],
                          columns=["file", "version", "runbook", "state"])
     pending = [local[n] for n in names.values() if local[n].version not in remote]
     return MigrationPlan(steps, files, pending, identity, session_settings(spec),
                          {step: local[n] for step, n in names.items()}, spec,
-                         lock_retries or db.env.lock_retries or spec.migration.retries)
+                         lock_retries or db.env.lock_retries or spec.migration.retries, estimates)

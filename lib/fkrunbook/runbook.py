@@ -4,6 +4,14 @@
 spec, phase names), open the run folder, then execute each phase notebook into it and stop at the
 first failure. ``manifest.json`` is rewritten after every step, so a run killed midway still says
 how far it got.
+
+SIGINT (Ctrl-C) or SIGTERM while phases run is forwarded to the running kernel as an interrupt (the
+kernel runs in a session of its own and gets neither): the running cell stops (apply cancels its
+statement on the server, :mod:`fkrunbook.executor`), no later cell or phase runs, and the run is
+sealed as ``cancelled`` with the partial notebook. A third signal stops the runner at once (the
+kernel is shut down); the run is sealed as cancelled all the same. After a cancelled phase that
+changes the database the runner checks the server itself: a statement still running under the
+change's advisory lock (a kernel that could not stop it) is cancelled there.
 """
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ import getpass
 import json
 import logging
 import os
+import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -23,7 +32,7 @@ from .catalog import check_spec
 from .config import CONFIG_FILE, Config
 from .database import connect
 from .environment import get_environment
-from .errors import EnvironmentConfigError, PhaseFailedError, PhaseUnknownError
+from .errors import EnvironmentConfigError, PhaseFailedError, PhaseUnknownError, RunCancelledError
 from .evidence import git_commit, open_run_folder, plan_hash_of, seal_run, write_manifest
 from .ledger import Ledger
 from .phase import PHASES, RUNNER_ENV, check_parameters, new_run_id
@@ -90,7 +99,9 @@ def run_phases(config: Config, env: str, phases: list[str] | None = None, *, spe
     }
     write_manifest(run_dir, manifest)
     failure = None
+    cancel = _Cancel()
     try:
+        cancel.install()
         for index, entry in enumerate(manifest["phases"], start=1):
             name = entry["name"]
             entry.update(status="running", started_at=_now())
@@ -100,24 +111,46 @@ def run_phases(config: Config, env: str, phases: list[str] | None = None, *, spe
             error = _execute_phase(config, run_dir, name, {**base_parameters, **per_phase[name]},
                                    cell_timeout, lambda cell, total: notify("cell_started", {
                                        "index": index, "total": len(selected), "phase": name, "cell": cell,
-                                       "cells": total, "elapsed_s": time.monotonic() - started}))
-            entry.update(status="failed" if error else "succeeded", ended_at=_now(),
+                                       "cells": total, "elapsed_s": time.monotonic() - started}), cancel)
+            cancelled = bool(cancel.signal and error)  # the phase did not finish: stopped part-way
+            if cancelled:
+                stopped = _stop_change(db, loaded) if not PHASES[name].read_only else None
+                entry["cancelled"] = {"signal": cancel.signal, "left": _left_behind(db, loaded, config),
+                                      **({"stopped_by_runner": stopped} if stopped else {})}
+            entry.update(status="cancelled" if cancelled else "failed" if error else "succeeded", ended_at=_now(),
                          duration_s=round(time.monotonic() - started, 2), results=_results(run_dir, name))
             if name == "migration_preview" and "apply" in per_phase and not error:
                 per_phase["apply"]["previewed"] = entry["results"].get("plan_hash", "")  # apply runs exactly this
             if error:
                 entry["error"] = db.redact(error)
             notify("phase_finished", {"index": index, "total": len(selected), "phase": name, **entry})
-            if error:
+            if error or cancel.signal:
                 for later in manifest["phases"][index:]:
                     later["status"] = "skipped"
                 notebook = run_dir / PHASES[name].notebook
+                if cancel.signal:
+                    left = "; ".join(entry.get("cancelled", {}).get("left", [])) or "nothing half-done"
+                    where = (f"during phase {name}; left: {left}; the partial notebook is {config.rel(notebook)}; "
+                             "run the phase again to complete it") if cancelled else (
+                        f"after phase {name} completed; the later phases were not run")
+                    failure = RunCancelledError(f"run cancelled by {cancel.signal} {where}", signal=cancel.signal,
+                        phase=name, notebook=str(notebook), run_id=run_id, run_dir=str(run_dir))
+                    break
                 failure = PhaseFailedError(f"phase {name} failed: {entry['error']}; see {config.rel(notebook)}",
                                            phase=name, notebook=str(notebook), run_id=run_id, run_dir=str(run_dir))
                 break
             write_manifest(run_dir, manifest)
     finally:
-        manifest.update(status="failed" if failure else "succeeded", ended_at=_now(), plan_hash=plan_hash_of(manifest))
+        cancel.uninstall()
+        manifest.update(status="cancelled" if cancel.signal else "failed" if failure else "succeeded", ended_at=_now(),
+                        plan_hash=plan_hash_of(manifest))
+        for entry in manifest["phases"]:
+            if entry["status"] in ("pending", "running") and cancel.signal:  # stopped at once (a third signal)
+                if entry["status"] == "running" and not PHASES[entry["name"]].read_only:
+                    stopped = _stop_change(db, loaded)
+                    entry["cancelled"] = {"signal": cancel.signal, "left": _left_behind(db, loaded, config),
+                                          **({"stopped_by_runner": stopped} if stopped else {})}
+                entry["status"] = "cancelled" if entry["status"] == "running" else "skipped"
         if any(p["status"] in ("pending", "running") for p in manifest["phases"]):
             manifest["status"] = "failed"  # interrupted (e.g. Ctrl-C): sealed as it stands
         seal_run(run_dir, manifest, db.secrets, ledger=Ledger(db, environment.name))
@@ -201,15 +234,99 @@ def copy_docs(config: Config, into: Config, tables: list[str]) -> list[Path]:
     return copied
 
 
+class _Cancel:
+    """SIGINT and SIGTERM while the phases run: the first (and second) is remembered and forwarded to
+    the kernels as an interrupt; the third stops the runner at once (KeyboardInterrupt)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signal: str | None = None
+        self.count = 0
+        self.kernels: list[int] = []   # pids of the kernels started for this run
+        self._previous: dict = {}
+
+    def install(self) -> None:
+        if _in_main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = self.signal or signal.Signals(signum).name
+        self.count += 1
+        if self.count >= 3:
+            raise KeyboardInterrupt(self.signal)
+        for pid in self.kernels:
+            try:
+                os.killpg(os.getpgid(pid), signal.SIGINT)  # as Jupyter interrupts a kernel
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def check(self) -> None:
+        """Before each cell: a phase asked to stop runs no further cell."""
+        if self.signal:
+            raise _Stopped(self.signal)
+
+
+class _Stopped(Exception):
+    """Raised before a cell when the run was asked to stop: papermill keeps the notebook as it stands."""
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _stop_change(db, spec) -> str | None:
+    """The runner's own check after a cancelled phase that changes the database: the session holding
+    the change's advisory lock (apply's, a clean-up's) must run nothing any more. Normally the kernel
+    has stopped its statement and closed it; a kernel that could not (frozen, killed at once) leaves
+    a backend still running, which is cancelled here (:func:`fkrunbook.progress.stop_backend`)."""
+    from .guard import lock_key
+    from .progress import stop_backend
+
+    try:
+        with db.connect_raw(autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+                "AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s AND a.state = 'active' "
+                "AND a.application_name = 'fkrunbook'", lock_key(spec.name)).fetchone()
+        return f"pid {row[0]}: {stop_backend(db, row[0])}" if row else None
+    except Exception as err:  # the database may be unreachable: say so, the seal goes on
+        return f"not checked ({type(err).__name__})"
+
+
+def _left_behind(db, spec, config: Config) -> list[str]:
+    """What a cancelled phase left of the spec's keys (see :func:`fkrunbook.executor.left_behind`)."""
+    from .executor import left_behind
+    from .migration import load_migrations
+
+    try:
+        spec = load_migrations(spec, config.migrations).spec  # the index names the files give
+    except Exception:
+        pass
+    try:
+        return left_behind(db, spec)
+    except Exception as err:  # the database may be unreachable: say so, the seal goes on
+        return [f"not known ({type(err).__name__}: check with the migration_preview phase)"]
+
+
 def _execute_phase(config: Config, run_dir: Path, name: str, parameters: dict, cell_timeout: int | None,
-                   on_cell: Callable[[int, int], None]) -> str | None:
+                   on_cell: Callable[[int, int], None], cancel: _Cancel | None = None) -> str | None:
     """Run one phase notebook into the run folder; return the error (one line) or None."""
     import papermill
 
     total = {}
     notebook = PHASES[name].notebook
+    cancel = cancel or _Cancel()
 
     def cell_started(cell, cell_index, **_):
+        cancel.check()
         on_cell(cell_index + 1, total.setdefault("cells", _cell_count(run_dir / notebook)))
 
     # papermill's and nbclient's own messages (a timeout, a dead kernel) go to the run's runner.log,
@@ -224,12 +341,14 @@ def _execute_phase(config: Config, run_dir: Path, name: str, parameters: dict, c
                 str(config.notebooks / notebook), str(run_dir / notebook), parameters=parameters,
                 cwd=str(config.root), kernel_name="python3", progress_bar=False,
                 execution_timeout=cell_timeout, report_mode=False,
-                kernel_manager_class=_kernel_manager(kernel_log, run_dir), on_cell_start=cell_started)
+                kernel_manager_class=_kernel_manager(kernel_log, run_dir, cancel.kernels),
+                on_cell_start=cell_started)
     except papermill.PapermillExecutionError as err:
         return f"{err.ename}: {err.evalue}"
     except Exception as err:  # kernel death, cell timeout: the notebook may be partly written
         return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     finally:
+        cancel.kernels.clear()  # ended with the phase: its pid must never be signalled again
         papermill_logger.removeHandler(runner_log)
         papermill_logger.propagate = propagate
         runner_log.close()
@@ -243,7 +362,7 @@ def _cell_count(notebook: Path) -> int:
         return 0
 
 
-def _kernel_manager(stderr, run_dir: Path):
+def _kernel_manager(stderr, run_dir: Path, pids: list[int] | None = None):
     """Kernels talk to the runner over local IPC sockets (not unencrypted TCP), and their own
     stderr goes to the run's kernel.log instead of the operator's terminal. The kernel is told
     which run folder the runner keeps (:data:`fkrunbook.phase.RUNNER_ENV`): there ``phase.start``
@@ -257,7 +376,10 @@ def _kernel_manager(stderr, run_dir: Path):
         async def start_kernel(self, **kw):
             kw.setdefault("stderr", stderr)
             kw["env"] = {**(kw.get("env") or os.environ), RUNNER_ENV: str(run_dir.resolve())}
-            return await super().start_kernel(**kw)
+            started = await super().start_kernel(**kw)
+            if pids is not None and getattr(self.provisioner, "pid", None):
+                pids.append(self.provisioner.pid)  # for the runner's signal handler to interrupt it
+            return started
 
     return RunbookKernelManager
 

@@ -7,7 +7,7 @@ keeps every executed cell: its source and, in order, what it printed, displayed,
 raised. The phase's own files (its ``*.results.json``, a clean-up's quarantine copies) go to a
 pending folder, ``<evidence>/<env>/<walkthrough>.pending.<phase>.<n>``, whose unsealed manifest
 lists it as incomplete until the phase ends. ``ctx.finish()`` (the notebook's last cell), or the
-first cell that fails, ends it: the recorded cells become the executed notebook (the notebook's
+first cell that fails (sealed as ``cancelled`` when JupyterLab's interrupt stopped it), ends it: the recorded cells become the executed notebook (the notebook's
 markdown put back before the cells they introduce), and under the environment's chain lock the
 notebook, its HTML report and the pending files join the walkthrough's run folder
 ``<evidence>/<env>/<walkthrough>/``, whose manifest gets the phase (``mode: interactive``) and is
@@ -222,7 +222,7 @@ class PhaseRecording:
         phase = PHASES[ctx.phase]
         env_dir = self.pending.parent
         cells, running = self.recorder.take() if self.recorder is not None else ([], None)
-        status = "failed" if error is not None else "succeeded"
+        status = "succeeded" if error is None else "cancelled" if _interrupted(error) else "failed"
         ledger = Ledger(ctx.db)
         with chain_lock(env_dir):
             run_dir, manifest = _run_for(env_dir, ctx.run_id, ctx.phase, ledger.head_run_id())
@@ -259,8 +259,9 @@ class PhaseRecording:
                 entry["error"] = ctx.db.redact(f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}")
             manifest["phases"].append(entry)
             manifest["parameters"] = {**manifest.get("parameters", {}), **self.parameters}
-            manifest.update(status="failed" if any(p["status"] != "succeeded" for p in manifest["phases"])
-                            else "succeeded", ended_at=_now(), plan_hash=plan_hash_of(manifest))
+            statuses = {p["status"] for p in manifest["phases"]}
+            manifest.update(status="succeeded" if statuses == {"succeeded"} else "failed" if statuses - {
+                "succeeded", "cancelled"} else "cancelled", ended_at=_now(), plan_hash=plan_hash_of(manifest))
             seal_run(run_dir, manifest, ctx.db.secrets + _lab_secrets(), locked=True, ledger=ledger)
             self.messages[-1] += f" {ledger_line(manifest)}." if ledger_line(manifest) else ""
             shutil.rmtree(self.pending, ignore_errors=True)
@@ -335,6 +336,14 @@ def _run_for(env_dir: Path, walkthrough: str, phase: str, ledger_head: str | Non
         number += 1
         name = f"{walkthrough}.{number}"
     return env_dir / name, None
+
+
+def _interrupted(error: BaseException) -> bool:
+    """JupyterLab's interrupt (SIGINT: KeyboardInterrupt in the cell; apply turns it into
+    ApplyCancelledError once the server has stopped its statement) seals the phase as cancelled."""
+    from .errors import ApplyCancelledError
+
+    return isinstance(error, (KeyboardInterrupt, ApplyCancelledError))
 
 
 def _lab_secrets() -> list[str]:
