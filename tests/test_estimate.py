@@ -131,6 +131,7 @@ def test_progress_of_an_index_build_is_logged_and_kept_in_the_results(database, 
     import psycopg
 
     from fkrunbook.executor import apply_plan
+    from fkrunbook.spec import LockRetries
 
     clean_up_orphans(database.connect(), spec, tmp_path, "clean", confirm=True)
     table = "cross_tenant_access_grants_projection"
@@ -138,9 +139,10 @@ def test_progress_of_an_index_build_is_logged_and_kept_in_the_results(database, 
     assert rows > 200_000  # a build long enough to be sampled a few times
     writer = psycopg.connect(database.url)  # an open write transaction: the build waits for it first
     writer.execute(f"LOCK TABLE {table} IN ROW EXCLUSIVE MODE")
-    threading.Timer(0.7, writer.close).start()  # ends within lock_timeout (1s), which bounds that wait too
+    threading.Timer(0.7, writer.close).start()  # ends within the 2 s lock_timeout below, which bounds that wait too
     with caplog.at_level("INFO", logger="fkrunbook"):
-        result = apply_plan(database.connect(), spec, MIGRATIONS, {}, progress_every=0.2)
+        result = apply_plan(database.connect(), spec, MIGRATIONS, {}, retries=LockRetries(((2000, 100),)),
+                            progress_every=0.2)
     progress = result.progress
     builds = progress[progress["statement"].str.startswith("CREATE INDEX CONCURRENTLY")]
     assert len(builds) >= 3

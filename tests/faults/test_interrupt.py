@@ -173,13 +173,14 @@ def test_a_kernel_that_cannot_stop_is_left_at_the_third_signal_and_the_runner_ca
 
     from .conftest import kernels_of
 
-    # lock_timeout 1s would end the build's wait by itself: here it waits as long as a big build runs
+    # the schedule's 100 ms lock_timeout would end the build's wait by itself: here it waits as long as a big
+    # build runs
     spec_file = project_copy / "runbooks" / "add_missing_org_fk_constraints.yaml"
-    text, changed = re.subn(r"(?m)^(  lock_timeout: )\S+", r"\g<1>120s", spec_file.read_text())
+    text, changed = re.subn(r"(?ms)^(    schedule: )\[\[.*?\]\]$", r"\g<1>[[120s, 1s]]", spec_file.read_text())
     assert changed == 1
     spec_file.write_text(text)
     spec = load_spec(spec_file)
-    assert spec.migration.lock_timeout == "120s"
+    assert spec.migration.retries.steps == ((120_000, 1000),)
     write_migrations(spec, project_copy / "supabase" / "migrations")
     clean_up_orphans(database.connect(), spec, tmp_path, "clean", confirm=True)
     blocker = hold_lock(database.url, "cross_tenant_access_grants_projection", "ROW EXCLUSIVE")
