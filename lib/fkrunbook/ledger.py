@@ -149,30 +149,25 @@ class Ledger:
         ledger's lock: the reports' headers are rendered with it before the short transaction, and
         made again in the rare case another run was sealed in between."""
         placed = dict(manifest)
-        if "first_sealed_at" in manifest:  # a sealed run keeps its place
-            return placed
-        try:
-            with self.db.connect_raw(autocommit=True) as conn:
-                if not _exists(conn):
-                    return placed
-                row = conn.execute(f"SELECT {', '.join(FIELDS)}, entry_sha256 FROM {QUALIFIED} WHERE environment = %s "
-                                   "ORDER BY entry DESC LIMIT 1", (self.environment,)).fetchone()
-        except (psycopg.Error, ConnectionFailedError):  # unreadable: link() will say why it skips
-            return placed
-        _place(placed, Entry(*row) if row else None, Path(run_dir))
+        if "first_sealed_at" not in manifest:  # a sealed run keeps its place
+            head = self._peek()
+            if head is not False:  # unreadable: link() will say why it skips
+                _place(placed, head, Path(run_dir))
         return placed
 
     def head_run_id(self) -> str | None:
         """The run of the ledger's last entry for this environment, or None (empty or unreachable)."""
+        head = self._peek()
+        return head.run_id if head else None
+
+    def _peek(self) -> "Entry | None | bool":
+        """The ledger's last entry for this environment, read without its lock: None when the ledger
+        is empty or absent, False when it cannot be read."""
         try:
             with self.db.connect_raw(autocommit=True) as conn:
-                if not _exists(conn):
-                    return None
-                row = conn.execute(f"SELECT run_id FROM {QUALIFIED} WHERE environment = %s ORDER BY entry DESC "
-                                   "LIMIT 1", (self.environment,)).fetchone()
-                return row[0] if row else None
+                return _last_entry(conn, self.environment) if _exists(conn) else None
         except (psycopg.Error, ConnectionFailedError):
-            return None
+            return False
 
     # the transaction, step by step
     def _open(self) -> Entry | None:
@@ -191,9 +186,7 @@ class Ledger:
                               "AND has_table_privilege(%s, 'SELECT')", (SCHEMA, QUALIFIED, QUALIFIED)).fetchone()[0]:
             raise _Skip(f"role {self._role()!r} cannot write {SCHEMA}.{TABLE} (a read-only role); "
                         f"grant it USAGE on schema {SCHEMA} and SELECT, INSERT on the table to record runs there")
-        row = conn.execute(f"SELECT {', '.join(FIELDS)}, entry_sha256 FROM {QUALIFIED} WHERE environment = %s "
-                           "ORDER BY entry DESC LIMIT 1", (self.environment,)).fetchone()
-        return Entry(*row) if row else None
+        return _last_entry(conn, self.environment)
 
     def _append(self, manifest: dict, manifest_sha256: str, head: Entry | None) -> int:
         fields = entry_fields(manifest, manifest_sha256, self.environment)
@@ -345,6 +338,12 @@ def _sealed_here(env_dir: Path, head: Entry) -> bool:
 
     return any(r.run_id == head.run_id and r.manifest_sha256 == head.manifest_sha256
                for r in load_runs(env_dir.parent, env_dir.name))
+
+
+def _last_entry(conn: psycopg.Connection, environment: str) -> Entry | None:
+    row = conn.execute(f"SELECT {', '.join(FIELDS)}, entry_sha256 FROM {QUALIFIED} WHERE environment = %s "
+                       "ORDER BY entry DESC LIMIT 1", (environment,)).fetchone()
+    return Entry(*row) if row else None
 
 
 def _exists(conn: psycopg.Connection) -> bool:
