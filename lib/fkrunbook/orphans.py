@@ -105,7 +105,7 @@ class OrphanReport:
             return "GO: no orphan rows in the foreign-key columns; the constraints can be added."
         total = sum(self.fk_orphans.values())
         return (f"NO-GO for apply: {total} orphan rows in the foreign-key columns; "
-                "run orphan_cleanup (dry run first, then confirm=True).")
+                "run 02_orphan_cleanup (dry run first, then confirm = True).")
 
     def conclude(self, fail: bool = False) -> Markdown:
         """The verdict, for display; with ``fail``, raise :class:`OrphansPresentError` when not clean
