@@ -300,7 +300,8 @@ def test_the_verdict_and_the_tables_read_at_a_glance_in_chromium(notebooks):
                 if phase == "migration_preview":
                     widths = page.evaluate("[...document.querySelectorAll('table')].map(t => t.scrollWidth)")
                     assert max(widths) <= 1280 and page.evaluate("document.documentElement.scrollWidth") <= 1280
-                    page.locator("table").nth(1).screenshot(path=str(out / "03_migration_preview-statements.png"))
+                    page.locator("table", has_text="blocks writes").first.screenshot(
+                        path=str(out / "03_migration_preview-statements.png"))
                 if phase in ("orphan_check", "apply"):
                     picture = page.locator("img[src^='data:image/svg+xml']").first
                     assert picture.bounding_box()["height"] > 60
@@ -308,3 +309,53 @@ def test_the_verdict_and_the_tables_read_at_a_glance_in_chromium(notebooks):
         finally:
             browser.close()
     assert len(list(out.glob("*.png"))) >= 12
+
+
+def test_two_notebooks_as_seen_in_jupyterlab(project_copy, tmp_path_factory):
+    """``fkrunbook lab``, then Run All on 01 and 02 in JupyterLab in headless Chromium: when the
+    run ends, the verdict line is on the screen without scrolling. Screenshots are kept under the
+    test's output folder (screenshots/*-jupyterlab.png)."""
+    import os
+    import secrets
+    import signal
+    import subprocess
+    import time
+
+    from .test_cli import FKRUNBOOK
+    from .test_lab import _free_port, wait_for_lab
+
+    manager, chromium = _browser()
+    out = tmp_path_factory.getbasetemp() / "screenshots"
+    out.mkdir(exist_ok=True)
+    token, port = secrets.token_hex(16), _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["FKRUNBOOK_LAB_TOKEN"] = token
+    with open(tmp_path_factory.mktemp("lab") / "lab.log", "wb") as log:
+        lab = subprocess.Popen([FKRUNBOOK, "lab", "--port", str(port), "--no-browser"], cwd=project_copy, env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_lab(port, token, timeout=120)
+        with manager as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 950})
+                for name, outcome in [("01_orphan_check", "NO-GO"), ("02_orphan_cleanup", "NO-GO")]:
+                    page.goto(f"http://127.0.0.1:{port}/lab/tree/{name}.ipynb?reset&token={token}")
+                    page.wait_for_selector(".jp-Notebook", state="attached", timeout=60000)
+                    page.wait_for_selector("text=Python 3 (ipykernel) | Idle", timeout=60000)
+                    if page.get_by_role("button", name="No", exact=True).count():  # "news?" notification
+                        page.get_by_role("button", name="No", exact=True).click()
+                    page.get_by_role("menuitem", name="Run", exact=True).click()
+                    page.get_by_text("Run All Cells", exact=True).click()
+                    page.wait_for_selector("text=evidence is sealed", timeout=240000)
+                    time.sleep(3)  # JupyterLab settles its scrolling
+                    page.screenshot(path=str(out / f"{name}-jupyterlab.png"))
+                    line = page.locator(f".jp-OutputArea-output {VERDICT_BOX}").last
+                    box = line.bounding_box()
+                    assert line.inner_text().startswith(outcome), name
+                    assert box and 0 < box["y"] and box["y"] + box["height"] < 950, (name, box)  # no scrolling
+            finally:
+                browser.close()
+    finally:
+        lab.send_signal(signal.SIGINT)
+        assert lab.wait(60) == 0

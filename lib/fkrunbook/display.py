@@ -52,6 +52,7 @@ ORDERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
 ON_DELETE_COLUMNS = {"on_delete", "expected_on_delete", "information_schema_delete_rule", "delete_rule", "confdeltype"}
 ON_DELETE_LABELS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 CODE_COLUMNS = {"statement", "test_row"}  # shown in a fixed-width font, wrapped
+WIDE_COLUMNS = {"value", "message", "detail", "reason", "blockers"}  # prose or JSON: wider than a label
 
 
 # -- tables ------------------------------------------------------------------------------------------
@@ -139,7 +140,7 @@ class Table:
                     shown = f'<div style="max-width:30em">{shown}</div>'
                 elif len(text) > 24:  # long labels wrap within a narrow column: no sideways scrolling
                     style += "overflow-wrap:anywhere;min-width:7em;"
-                    shown = f'<div style="max-width:13em">{shown}</div>'
+                    shown = f'<div style="max-width:{30 if column in WIDE_COLUMNS else 13}em">{shown}</div>'
                 tds.append(f'<td style="{style}">{shown}</td>')
             body.append("<tr>" + "".join(tds) + "</tr>")
         return (caption + '<table style="border-collapse:collapse;table-layout:auto;font-size:0.85em">'
@@ -276,8 +277,8 @@ def _migration_preview(r: dict) -> Verdict:
     if not r.get("statements_to_run"):
         return Verdict("DONE", "nothing to apply: every index and key is in place")
     return Verdict("GO", f"{_count(r['statements_to_run'], 'statement')} to run, none blocking writes for more than "
-                         f"an instant; plan hash `{r.get('plan_hash', '')[:12]}`; next: 04_apply (on a protected "
-                         "environment with approve set to the full plan hash above)")
+                         f"an instant; next: 04_apply (on a protected environment with approve = "
+                         f"\"{r.get('plan_hash', '')}\")")
 
 
 def _apply(r: dict) -> Verdict:
@@ -437,7 +438,7 @@ def orphan_chart(summary: pd.DataFrame) -> Picture:
     title = "Orphan rows per column"
     if not rows:
         return Picture(_svg(400, 40, ['<text x="8" y="24">no column to check</text>'], title), title + ": none")
-    label_w, bar_w, row_h, top = 330, 360, 24, 34
+    label_w, bar_w, row_h, top = 400, 340, 24, 34
     most = max(int(n) for _, _, n in rows) or 1
     width, height = label_w + bar_w + 90, top + row_h * len(rows) + 34
     fk_total = sum(int(n) for _, kind, n in rows if kind == "foreign key")
@@ -445,7 +446,7 @@ def orphan_chart(summary: pd.DataFrame) -> Picture:
             f'({fk_total:,} in foreign-key columns)</text>']
     for i, (column, kind, count) in enumerate(rows):
         y, count = top + i * row_h, int(count)
-        name = column if len(column) <= 52 else "…" + column[-51:]
+        name = _tail(column, 62)
         body.append(f'<text x="{label_w - 8}" y="{y + 16}" text-anchor="end">{_esc(name)}</text>')
         if count:
             colour = "#cf222e" if kind == "foreign key" else "#bf8700"
@@ -496,9 +497,9 @@ def apply_timeline(steps: pd.DataFrame, attempts: pd.DataFrame) -> Picture:
         return Picture(_svg(560, 44, [f'<text x="8" y="26">{_esc(title)}: nothing ran '
                                       f"({skipped} statement(s) already in place)</text>"], title),
                        f"{title}: nothing ran ({skipped} already in place)")
-    label_w, bar_w, row_h, top = 300, 380, 40, 34
+    label_w, bar_w, row_h, top = 300, 330, 40, 34
     total = float(ran["seconds"].sum()) or 0.001
-    width, height = label_w + bar_w + 240, top + row_h * len(ran) + 52
+    width, height = label_w + bar_w + 400, top + row_h * len(ran) + 52
     body = [f'<text x="8" y="20" font-weight="bold" font-size="14">{_esc(title)} ({total:.3f} s in all'
             f"{f', {skipped} already in place' if skipped else ''})</text>"]
     start, lines = 0.0, []
@@ -515,7 +516,7 @@ def apply_timeline(steps: pd.DataFrame, attempts: pd.DataFrame) -> Picture:
         what = {"drop_index": "drop INVALID index", "index": "index (CONCURRENTLY)", "add": "add key NOT VALID",
                 "validate": "VALIDATE"}[kind]
         body.append(f'<text x="8" y="{y + 14}" font-weight="bold">{i + 1}. {_esc(what)}</text>'
-                    f'<text x="8" y="{y + 30}" fill="#57606a">{_esc(_tail(step.column, 44))}</text>')
+                    f'<text x="8" y="{y + 30}" fill="#57606a">{_esc(_tail(step.column, 46))}</text>')
         body.append(f'<rect x="{x0:.1f}" y="{y + 6}" width="{w:.1f}" height="{row_h - 14}" fill="{colour}">'
                     f"<title>{_esc(step.statement)}</title></rect>")
         offset = x0
@@ -529,7 +530,7 @@ def apply_timeline(steps: pd.DataFrame, attempts: pd.DataFrame) -> Picture:
                    f"writers queued up to {float(timeouts['waited_s'].max()):.3f} s per attempt")
         note = f"{seconds:.3f} s · {_count(retries, 'retry', 'retries')} · {writers}"
         body.append(f'<text x="{label_w + bar_w + 8}" y="{y + 14}">{_esc(note)}</text>'
-                    f'<text x="{label_w + bar_w + 8}" y="{y + 30}" fill="#57606a">{_esc(_tail(lock, 40))}</text>')
+                    f'<text x="{label_w + bar_w + 8}" y="{y + 30}" fill="#57606a">{_esc(_tail(lock, 62))}</text>')
         lines.append(f"{i + 1}. {what} {step.column}: {note}; {lock}")
         start += seconds
     y = top + row_h * len(ran) + 12
@@ -542,4 +543,5 @@ def apply_timeline(steps: pd.DataFrame, attempts: pd.DataFrame) -> Picture:
 
 
 def _tail(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
+    """``text`` in at most ``n`` characters, keeping its end (a column's name, a lock's detail)."""
+    return text if len(text) <= n else "…" + text[-(n - 1):]
