@@ -359,3 +359,25 @@ def test_two_notebooks_as_seen_in_jupyterlab(project_copy, tmp_path_factory):
     finally:
         lab.send_signal(signal.SIGINT)
         assert lab.wait(60) == 0
+
+
+def test_running_the_start_cell_again_shows_no_noise(project_copy, database):
+    """Re-running ``phase.start`` in the same kernel (as an engineer does after editing a
+    parameter) loads ipython-sql once: no ``%reload_ext`` notice, nothing on stderr."""
+    from .conftest import write_config
+
+    write_config(project_config(project_copy, database.environments), project_copy)
+    walkthrough = prepare_walkthrough(load_config(project_copy / "fkrunbook.toml"), "test")
+    book = nbformat.read(walkthrough.folder / "01_orphan_check.ipynb", as_version=4)
+    client = nbclient.NotebookClient(book, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(walkthrough.folder)}})
+    start = next(i for i, c in enumerate(book.cells) if "phase.start(" in c.source)
+    with client.setup_kernel():
+        for index in range(start + 1):
+            client.execute_cell(book.cells[index], index)
+        first = list(book.cells[start].outputs)
+        client.execute_cell(book.cells[start], start)  # again
+        again = list(book.cells[start].outputs)
+    for outputs in (first, again):
+        assert [o.output_type for o in outputs] == ["execute_result"]  # the overview table, nothing else
+        assert "reload_ext" not in json.dumps(outputs) and "already loaded" not in json.dumps(outputs)
