@@ -183,7 +183,8 @@ class CleanupResult:
             verb = "Deleted" if self.confirmed else "Would delete"
         how = f" ({cleared} kept with the column cleared)" if cleared else ""
         return Markdown(f"**{verb} {self.total} orphan row(s){how}.** Clean-up plan hash `{self.plan_hash}` "
-                        "(a protected environment needs it as `--approve`).")
+                        f"(a protected environment needs it: `approve = \"{self.plan_hash}\"` here, `--approve` on the "
+                        "command line).")
 
     def results(self) -> dict:
         return {"confirmed": self.confirmed, "rows": dict(zip(self.summary["column"], self.summary["rows"].astype(int))),
