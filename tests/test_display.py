@@ -381,3 +381,36 @@ def test_running_the_start_cell_again_shows_no_noise(project_copy, database):
     for outputs in (first, again):
         assert [o.output_type for o in outputs] == ["execute_result"]  # the overview table, nothing else
         assert "reload_ext" not in json.dumps(outputs) and "already loaded" not in json.dumps(outputs)
+
+
+def test_the_timeline_draws_a_lock_timeout_and_its_retry(database, spec, tmp_path):
+    """A session holding a write lock on the parent while apply runs: the timeline draws each
+    lock-timeout attempt in red and says how long writers queued behind it."""
+    import threading
+
+    from fkrunbook.executor import apply_plan
+    from fkrunbook.spec import LockRetries
+
+    from .test_executor import _clean, _hold_parent_lock, _spec_with_lock_timeout, write_migrations
+
+    _clean(database, spec, tmp_path)
+    fast = _spec_with_lock_timeout(spec)
+    migrations = tmp_path / "migrations"
+    write_migrations(fast, migrations)
+    blocker = _hold_parent_lock(database)
+    threading.Timer(0.6, blocker.close).start()
+    applied = apply_plan(database.connect(), fast, migrations, {},
+                         retries=LockRetries(attempts=20, backoff="100ms", backoff_max="200ms"))
+    timeouts = applied.attempts[applied.attempts["outcome"] == "lock timeout"]
+    assert len(timeouts) >= 1
+    picture = display.apply_timeline(applied.steps, applied.attempts)
+    svg = picture._repr_svg_()
+    (tmp_path / "apply-timeline-with-retries.svg").write_text(svg)  # kept with the test's output
+    assert svg.count('fill="#cf222e"/>') == len(timeouts) + 1  # one red mark per lock timeout, and the legend's
+    assert "writers queued up to" in svg and f"{_count_retries(len(timeouts))}" in repr(picture)
+    table_page = table(applied.attempts)._repr_html_()
+    assert table_page.index(">outcome</th>") < table_page.index(">waited s</th>") < table_page.index(">statement</th>")
+
+
+def _count_retries(n):
+    return f"{n} retr{'y' if n == 1 else 'ies'}"

@@ -35,10 +35,10 @@ BLANK = "—"             # the one mark for an empty cell
 # the row, then the detail. The first entry whose ``needs`` the frame has applies; columns of the
 # frame not listed follow in their own order.
 ORDERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+    ("attempts", ("outcome", "waited_s"), ("outcome", "waited_s", "attempt", "statement", "blockers")),
     ("lint", ("rule", "level"), ("level", "rule", "message", "order", "file", "statement")),
     ("statements", ("statement",), ("order", "action", "blocks_writes", "attempts", "seconds", "statement", "locks",
                                     "transaction", "column", "file", "reason")),
-    ("attempts", ("outcome", "waited_s"), ("outcome", "waited_s", "attempt", "statement", "blockers")),
     ("orphans", ("orphan_rows",), ("orphan_rows", "orphan_streams", "column", "kind", "action")),
     ("cleanup", ("column", "action", "rows"), ("rows", "action", "column")),
     ("verification", ("ok", "constraint"), ("ok", "column", "constraint", "exists", "validated", "on_delete",
@@ -472,6 +472,9 @@ def _legend(x: int, y: int, items: list[tuple[str, str]]) -> str:
     return "".join(parts)
 
 
+PAUSE = "#d0d7de"  # between two attempts of a statement: the runbook holds no lock
+
+
 def step_kind(statement: str) -> str:
     """The kind of an apply statement (as :data:`fkrunbook.plan.LOCKS` names them)."""
     text = statement.upper()
@@ -517,14 +520,18 @@ def apply_timeline(steps: pd.DataFrame, attempts: pd.DataFrame) -> Picture:
                 "validate": "VALIDATE"}[kind]
         body.append(f'<text x="8" y="{y + 14}" font-weight="bold">{i + 1}. {_esc(what)}</text>'
                     f'<text x="8" y="{y + 30}" fill="#57606a">{_esc(_tail(step.column, 46))}</text>')
-        body.append(f'<rect x="{x0:.1f}" y="{y + 6}" width="{w:.1f}" height="{row_h - 14}" fill="{colour}">'
-                    f"<title>{_esc(step.statement)}</title></rect>")
-        offset = x0
-        for waited in (float(t) for t in timeouts["waited_s"]) if len(timeouts) else ():
-            red = max(2.0, bar_w * waited / total)
-            body.append(f'<rect x="{offset:.1f}" y="{y + 6}" width="{red:.1f}" height="{row_h - 14}" fill="#cf222e"/>')
-            offset += red + max(1.0, (w - red * len(timeouts)) / (len(timeouts) + 1))
         retries = len(timeouts)
+        body.append(f'<rect x="{x0:.1f}" y="{y + 6}" width="{w:.1f}" height="{row_h - 14}" '
+                    f'fill="{PAUSE if retries else colour}"><title>{_esc(step.statement)}</title></rect>')
+        if retries:  # each attempt where it ran, the pauses between them (no lock held) in grey
+            waits = [(float(t.waited_s), t.outcome == "lock timeout") for t in tries.itertuples()]
+            gap = max(0.0, seconds - sum(wt for wt, _ in waits)) / max(1, len(waits) - 1)
+            offset = x0
+            for waited, timed_out in waits:
+                part = max(2.0, bar_w * waited / total)
+                body.append(f'<rect x="{offset:.1f}" y="{y + 6}" width="{part:.1f}" height="{row_h - 14}" '
+                            f'fill="{"#cf222e" if timed_out else colour}"/>')
+                offset += part + bar_w * gap / total
         writers = ("writers blocked: no" if blocks == "no" else
                    f"writers blocked: at most {seconds:.3f} s" if not retries else
                    f"writers queued up to {float(timeouts['waited_s'].max()):.3f} s per attempt")
@@ -537,8 +544,11 @@ def apply_timeline(steps: pd.DataFrame, attempts: pd.DataFrame) -> Picture:
     body.append(f'<line x1="{label_w}" y1="{y}" x2="{label_w + bar_w}" y2="{y}" stroke="#57606a"/>'
                 f'<text x="{label_w}" y="{y + 14}" fill="#57606a">0 s</text>'
                 f'<text x="{label_w + bar_w}" y="{y + 14}" text-anchor="end" fill="#57606a">{total:.3f} s</text>')
-    body.append(_legend(8, y + 36, [("#1a7f37", "writers go on"), ("#bf8700", "writers wait (an instant)"),
-                                    ("#cf222e", "lock timeout: writers queued, then retried")]))
+    legend = [("#1a7f37", "writers go on"), ("#bf8700", "writers wait (an instant)"),
+              ("#cf222e", "lock timeout: writers queued, then retried")]
+    if len(attempts) and (attempts["outcome"] == "lock timeout").any():
+        legend.append((PAUSE, "pause between attempts: no lock held"))
+    body.append(_legend(8, y + 36, legend))
     return Picture(_svg(width, height, body, title), title + "\n" + "\n".join(lines))
 
 
