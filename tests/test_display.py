@@ -81,6 +81,15 @@ def test_a_clean_up_dry_run_shows_every_row_with_its_total_and_no_nan(database, 
     assert sum(t.total for t in shown.tables) == cleanup.total and sum(t.shown for t in shown.tables) == cleanup.total
 
 
+def test_orphan_samples_say_of_how_many(database, spec, sample):
+    report = orphans.find_orphans(database.connect(), spec, 2)
+    shown = display.orphan_samples(report)
+    captions = {t.title: t.caption for t in shown.tables}
+    for column, count in sample.orphans.items():
+        assert captions[column] == f"{column}: showing 2 of {count:,} rows"
+    assert all(t.shown == 2 for t in shown.tables if t.title in sample.orphans)
+
+
 def test_the_orphan_chart_is_an_inline_svg_with_a_bar_per_column(database, spec):
     report = orphans.find_orphans(database.connect(), spec)
     svg = display.orphan_chart(report.summary)._repr_svg_()
@@ -201,8 +210,10 @@ def test_each_notebook_default_then_edited_leaves_sealed_evidence_ending_with_it
 def test_the_edited_parameter_took_effect(notebooks):
     project, walkthrough, seen, _ = notebooks
     assert seen["orphan_check", "edited"][2]["parameters"]["sample_size"] == 2
-    samples = seen["orphan_check", "edited"][0]
-    assert "impersonation_sessions_projection.target_org_id: showing 2 of" not in json.dumps(samples)  # LIMIT 2
+    for how, size in (("default", 5), ("edited", 2)):  # the samples say of how many
+        book, run, entry = seen["orphan_check", how]
+        column, count = next(iter(entry["results"]["orphans"].items()))
+        assert f"{column}: showing {size} of {count:,} rows" in json.dumps([o for o in _outputs(book)])
     assert seen["orphan_cleanup", "edited"][2]["results"]["confirmed"] is True
     assert seen["migration_preview", "edited"][1].run_id == "edited-preview"
     assert seen["cascade_validation", "edited"][2]["parameters"]["blast_org"]

@@ -95,6 +95,7 @@ class Table:
     title: str = ""
     limit: int = DEFAULT_LIMIT
     empty: str = "none"
+    of: int | None = None      # the frame is a sample of this many rows
 
     @property
     def columns(self) -> list[str]:
@@ -102,11 +103,11 @@ class Table:
 
     @property
     def total(self) -> int:
-        return len(self.frame)
+        return len(self.frame) if self.of is None else max(self.of, len(self.frame))
 
     @property
     def shown(self) -> int:
-        return min(self.total, self.limit)
+        return min(len(self.frame), self.limit)
 
     @property
     def caption(self) -> str:
@@ -122,7 +123,7 @@ class Table:
 
     def _repr_html_(self) -> str:
         caption = f'<p style="margin:0.3em 0"><b>{html.escape(self.caption)}</b></p>'
-        if not self.total:
+        if not len(self.frame):
             return caption + f"<p><i>{html.escape(self.empty)}</i></p>"
         numeric = {c for c in self.columns if pd.api.types.is_numeric_dtype(self.frame[c])
                    and not pd.api.types.is_bool_dtype(self.frame[c])}
@@ -147,26 +148,29 @@ class Table:
                 f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
     def __repr__(self) -> str:
-        if not self.total:
+        if not len(self.frame):
             return f"{self.caption}\n{self.empty}"
         lines = [" | ".join(heading(c) for c in self.columns)]
         lines += [" | ".join(row) for row in self.rows()]
         return self.caption + "\n" + "\n".join(lines)
 
 
-def table(frame: pd.DataFrame, title: str = "", limit: int = DEFAULT_LIMIT, empty: str = "none") -> Table:
+def table(frame: pd.DataFrame, title: str = "", limit: int = DEFAULT_LIMIT, empty: str = "none",
+          of: int | None = None) -> Table:
     """``frame`` as a notebook shows it: a named index becomes the first column; every row up to
-    ``limit``, with the total in the caption; whole cells, wrapped."""
+    ``limit``, with the total in the caption (``of``: the frame is a sample of that many); whole
+    cells, wrapped."""
     if frame.index.name is not None or not isinstance(frame.index, pd.RangeIndex):
         frame = frame.reset_index()
-    return Table(frame, title, limit, empty)
+    return Table(frame, title, limit, empty, of)
 
 
 class Tables:
     """Several tables, each under its own caption (a clean-up's rows per column, say)."""
 
-    def __init__(self, frames: dict[str, pd.DataFrame], limit: int, empty: str):
-        self.tables = [table(frame, title, limit, empty) for title, frame in frames.items()]
+    def __init__(self, frames: dict[str, pd.DataFrame], limit: int, empty: str, totals: dict | None = None):
+        totals = totals or {}
+        self.tables = [table(frame, title, limit, empty, totals.get(title)) for title, frame in frames.items()]
 
     def _repr_html_(self) -> str:
         return "".join(t._repr_html_() for t in self.tables) or "<p><i>no table</i></p>"
@@ -178,6 +182,17 @@ class Tables:
 def tables(frames: dict[str, pd.DataFrame], limit: int = DEFAULT_LIMIT, empty: str = "none") -> Tables:
     """Each frame under its title, every row up to ``limit`` with the total."""
     return Tables(frames, limit, empty)
+
+
+def orphan_samples(report) -> Tables:
+    """The orphan check's samples (an :class:`fkrunbook.orphans.OrphanReport`), each captioned
+    with how many there are in all: ``showing 5 of 203 rows`` (orphan streams: of the streams)."""
+    totals = {}
+    for row in report.summary.itertuples(index=False):
+        count = row.orphan_rows if row.kind == "foreign key" else row.orphan_streams
+        if count is not None and not pd.isna(count):
+            totals[row.column] = int(count)
+    return Tables(report.samples, DEFAULT_LIMIT, "none", totals)
 
 
 # -- the verdict -------------------------------------------------------------------------------------
