@@ -335,6 +335,7 @@ def test_two_notebooks_as_seen_in_jupyterlab(project_copy, tmp_path_factory):
     from .test_cli import FKRUNBOOK
     from .test_lab import _free_port, wait_for_lab
 
+    pytest.importorskip("jupyterlab", reason="JupyterLab is not installed: pip install -e '.[lab]'")
     manager, chromium = _browser()
     out = tmp_path_factory.getbasetemp() / "screenshots"
     out.mkdir(exist_ok=True)
