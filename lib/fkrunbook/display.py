@@ -144,7 +144,7 @@ class Table:
                     shown = f'<div style="max-width:{30 if column in WIDE_COLUMNS else 13}em">{shown}</div>'
                 tds.append(f'<td style="{style}">{shown}</td>')
             body.append("<tr>" + "".join(tds) + "</tr>")
-        return (caption + '<table style="border-collapse:collapse;table-layout:auto;font-size:0.85em">'
+        return (caption + '<table class="dataframe" style="border-collapse:collapse;table-layout:auto;font-size:0.85em">'
                 f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
     def __repr__(self) -> str:
