@@ -61,6 +61,13 @@ def test_apply_refused_with_orphans_keeps_the_failed_notebook(project_copy, data
     failed = nbformat.read(run_dir / "04_apply.ipynb", as_version=4)
     errors = [o for c in failed.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert errors and errors[0].ename == "OrphansPresentError"
+    # one line saying what to do in notebook terms; the library's traceback folded away above it
+    assert errors[0].traceback == [f"OrphansPresentError: orphan rows would violate the new foreign keys "
+                                   f"({errors[0].evalue.split('(')[1].split(')')[0]}); run 01_orphan_check and "
+                                   "02_orphan_cleanup first"]
+    folded = [o for c in failed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "<details" in o.get("data", {}).get("text/html", "")]
+    assert len(folded) == 1 and "Traceback (most recent call last)" in folded[0].data["text/html"]
     assert not (run_dir / "05_cascade_validation.ipynb").exists()
     assert schema_state(database.url) == before
 
@@ -103,7 +110,9 @@ def test_notebook_sources_are_thin(phase):
     book = nbformat.read(PROJECT / "notebooks" / phase.notebook, as_version=4)
     assert not {"papermill", "fkrunbook", "widgets"} & set(book.metadata)
     assert not [c for c in book.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert book.cells[-1].source == "ctx.finish()"  # the evidence of an interactive run is sealed last
+    code = [c for c in book.cells if c.cell_type == "code"]
+    assert code[-1].source == "ctx.finish()"  # the evidence of an interactive run is sealed last, under its verdict
+    assert book.cells[-1].cell_type == "markdown" and "verdict" in book.cells[-1].source  # Run All ends in view of it
     assert book.cells[0].cell_type == "markdown" and "Go/no-go" in book.cells[0].source
     params = [c for c in book.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1

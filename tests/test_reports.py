@@ -48,9 +48,9 @@ def offline_browser(viewport=(1280, 900)):
 def test_report_renders_the_phase_results_offline_with_no_external_request(project_copy, database, sample):
     result = run_phases(project_config(project_copy, database.environments), "test",
                         ["orphan_check", "migration_preview"])
-    for report, expected in (("01_orphan_check.html", ["orphan_rows", "impersonation_sessions_projection.target_org_id",
+    for report, expected in (("01_orphan_check.html", ["orphan rows", "impersonation_sessions_projection.target_org_id",
                                                        str(sample.orphans["impersonation_sessions_projection.target_org_id"])]),
-                             ("03_migration_preview.html", ["blocks_writes", "VALIDATE CONSTRAINT",
+                             ("03_migration_preview.html", ["blocks writes", "VALIDATE CONSTRAINT",
                                                             result.manifest["plan_hash"]])):
         url = (result.run_dir / report).as_uri()
         with offline_browser() as (context, requests):

@@ -160,8 +160,11 @@ def test_the_demo_after_the_walkthrough_joins_the_same_chain(walked):
     demo = max((r for r in load_runs(project / "audit", "local")), key=lambda r: r.sequence)
     assert demo.status == "succeeded" and demo.mode == "runner" and len(demo.manifest["reports"]) == 6
     assert demo.manifest["sequence"] == 3
-    finish = nbformat.read(demo.path / "01_orphan_check.ipynb", as_version=4).cells[-1]
-    assert "kept by `fkrunbook run`" in finish.outputs[0].data["text/markdown"]  # finish() leaves it to the runner
+    cells = nbformat.read(demo.path / "01_orphan_check.ipynb", as_version=4).cells
+    finish = [c for c in cells if c.cell_type == "code"][-1]
+    shown = finish.outputs[0].data["text/markdown"]
+    assert shown.startswith("**NO-GO: ") and "orphan rows in" in shown  # the verdict first (the demo plants orphans)
+    assert "kept by `fkrunbook run`" in shown  # finish() leaves the evidence to the runner
     assert verify_archive(project / "audit") == ([], 3)
 
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 class FkrunbookError(Exception):
     """Base of every error the runbook raises on purpose. str() is one line that says the fix."""
 
+    def _render_traceback_(self):  # IPython: one line, in notebook terms (fkrunbook.display folds the traceback)
+        from .display import refusal_line
+
+        return [refusal_line(self)]
+
 
 class ConfigError(FkrunbookError):
     """fkrunbook.toml is missing or malformed, or ``fkrunbook init`` cannot write it."""

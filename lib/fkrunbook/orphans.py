@@ -105,7 +105,7 @@ class OrphanReport:
             return "GO: no orphan rows in the foreign-key columns; the constraints can be added."
         total = sum(self.fk_orphans.values())
         return (f"NO-GO for apply: {total} orphan rows in the foreign-key columns; "
-                "run orphan_cleanup (dry run first, then confirm=True).")
+                "run 02_orphan_cleanup (dry run first, then confirm = True).")
 
     def conclude(self, fail: bool = False) -> Markdown:
         """The verdict, for display; with ``fail``, raise :class:`OrphansPresentError` when not clean
@@ -183,7 +183,8 @@ class CleanupResult:
             verb = "Deleted" if self.confirmed else "Would delete"
         how = f" ({cleared} kept with the column cleared)" if cleared else ""
         return Markdown(f"**{verb} {self.total} orphan row(s){how}.** Clean-up plan hash `{self.plan_hash}` "
-                        "(a protected environment needs it as `--approve`).")
+                        f"(a protected environment needs it: `approve = \"{self.plan_hash}\"` here, `--approve` on the "
+                        "command line).")
 
     def results(self) -> dict:
         return {"confirmed": self.confirmed, "rows": dict(zip(self.summary["column"], self.summary["rows"].astype(int))),

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from IPython.display import Markdown, display
 
 from .catalog import check_spec
 from .config import CONFIG_FILE, Config, find_config
@@ -225,14 +224,24 @@ class PhaseContext:
         return pd.DataFrame([(k, json.dumps(v, default=str)) for k, v in self.results.items()],
                             columns=["result", "value"]).set_index("result")
 
-    def finish(self) -> Markdown:
-        """The notebook's last cell. Under the runner: nothing (the runner keeps this notebook and
-        seals the run). Interactively: the cells run so far become this phase's executed notebook,
-        written with its report and results into the walkthrough's run folder and sealed."""
+    @property
+    def verdict(self):
+        """GO, NO-GO or DONE, and why, from the results recorded so far (:func:`fkrunbook.display.verdict`)."""
+        from .display import verdict
+
+        return verdict(self.phase, self.results)
+
+    def finish(self):
+        """The notebook's last cell: the phase's verdict, in one bold line, and where its evidence is.
+        Under the runner the evidence is the runner's (it keeps this notebook and seals the run).
+        Interactively: the cells run so far become this phase's executed notebook, written with
+        its report and results into the walkthrough's run folder and sealed."""
+        from .display import Closing
+
         if self.recording is None:
-            return Markdown(f"Evidence: kept by `fkrunbook run` in `{self.config.rel(self.run_dir)}` and sealed when "
-                            "the run ends.")
-        return self.recording.finish()
+            return Closing(self.verdict, f"Evidence: kept by `fkrunbook run` in `{self.config.rel(self.run_dir)}` and "
+                                         "sealed when the run ends.")
+        return self.recording.finish(headline=self.verdict)
 
 
 def start(phase: str, env: str, project: str = "", spec: str = "", run_id: str = "") -> PhaseContext:
@@ -245,6 +254,7 @@ def start(phase: str, env: str, project: str = "", spec: str = "", run_id: str =
     Outside the runner, a phase that changes the database is refused on any environment but a
     local one, before anything connects; otherwise the phase's cells are recorded from here on.
     """
+    _show_refusals_in_one_line()
     config = find_config(project or None)
     spec_path = config.resolve_spec(spec, base=config.root)
     loaded = load_spec(spec_path)
@@ -295,12 +305,21 @@ def _shell():
     return get_ipython()
 
 
+def _show_refusals_in_one_line() -> None:
+    """fkrunbook's own errors show as one line in notebook terms, the traceback folded away
+    (:func:`fkrunbook.display.handle_refusal`); the cell still fails."""
+    from .display import register_refusals
+
+    register_refusals(_shell())
+
+
 def _show_progress_logs() -> None:
-    """The library's progress lines (each lock attempt, each file recorded) go to the cell's stderr."""
+    """The library's progress lines (each lock attempt, each file recorded) go to the cell's
+    stdout: a normal log is not an error, and a notebook shows stderr in red."""
     logger = logging.getLogger("fkrunbook")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
 
@@ -319,8 +338,9 @@ def _connect_sql_magic(db: Database) -> None:
     shell.run_line_magic("sql", f"postgresql+psycopg:///{db.env.name} --creator _fkrunbook_sql_creator")
 
 
-def show(frames: dict[str, pd.DataFrame], empty: str = "none") -> None:
-    """Display several tables, each under its own heading."""
-    for title, frame in frames.items():
-        display(Markdown(f"**{title}**: {len(frame)} row(s)"))
-        display(frame if len(frame) else Markdown(f"_{empty}_"))
+def show(frames: dict[str, pd.DataFrame], empty: str = "none"):
+    """Several tables, each under its own caption, every row up to the display limit with the
+    total (:func:`fkrunbook.display.tables`)."""
+    from .display import tables
+
+    return tables(frames, empty=empty)

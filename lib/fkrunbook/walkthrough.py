@@ -183,6 +183,7 @@ class PhaseRecording:
     started: float
     commit: str | None
     finishing: bool = False
+    headline: object = None          # the phase's verdict, shown above the evidence line
     sealed_in: Path | None = None
     messages: list[str] = field(default_factory=list)
 
@@ -190,12 +191,14 @@ class PhaseRecording:
     def finished(self) -> bool:
         return self.sealed_in is not None
 
-    def finish(self, error: BaseException | None = None) -> Markdown:
-        """Write and seal this phase's evidence (once); return the line the notebook shows."""
+    def finish(self, error: BaseException | None = None, headline=None):
+        """Write and seal this phase's evidence (once); return what the notebook shows: the
+        phase's verdict (``headline``, a :class:`fkrunbook.display.Verdict`) above the line
+        saying where the evidence is."""
         if self.finished:
             return Markdown(f"**Already sealed** in `{self._shown(self.sealed_in)}`. To record another run of this "
                             "phase, run the notebook again from the top.")
-        self.finishing = True
+        self.finishing, self.headline = True, headline
         try:
             self._seal(error)
         finally:
@@ -206,7 +209,14 @@ class PhaseRecording:
         if published:
             ok, line = published
             self.messages[-1] += f" {line[0].upper()}{line[1:]}." if ok else f" **Warning**: {line}."
-        return Markdown(self.messages[-1])
+        return self._shown_last()
+
+    def _shown_last(self):
+        if self.headline is None:
+            return Markdown(self.messages[-1])
+        from .display import Closing
+
+        return Closing(self.headline, self.messages[-1])
 
     def failed(self, error: BaseException) -> None:
         """A cell failed: the phase ends here, as it would under the runner, and is sealed as failed."""
@@ -231,9 +241,11 @@ class PhaseRecording:
                 f"of walkthrough `{ctx.run_id}`; `fkrunbook archive list` shows it)."
                 + (" To record another run of this phase, run the notebook again from the top." if error else ""))
             if running is not None and error is None:  # the running ctx.finish() cell shows the line it returns
+                shown = self._shown_last()
+                data = shown.bundle() if hasattr(shown, "bundle") else {"text/markdown": self.messages[-1],
+                                                                       "text/plain": self.messages[-1]}
                 running["outputs"].append({"output_type": "execute_result", "execution_count": running["count"],
-                                           "data": {"text/markdown": self.messages[-1], "text/plain": self.messages[-1]},
-                                           "metadata": {}})
+                                           "data": data, "metadata": {}})
             if manifest is None:
                 run_dir.mkdir(parents=True)
                 (run_dir / CONFIG_FILE).write_text(ctx.config.to_toml(run_dir))
