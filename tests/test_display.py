@@ -412,7 +412,7 @@ def test_the_timeline_draws_a_lock_timeout_and_its_retry(database, spec, tmp_pat
     blocker = _hold_parent_lock(database)
     threading.Timer(0.6, blocker.close).start()
     applied = apply_plan(database.connect(), fast, migrations, {},
-                         retries=LockRetries(attempts=20, backoff="100ms", backoff_max="200ms"))
+                         retries=LockRetries.rising(attempts=20, backoff="100ms", backoff_max="200ms"))
     timeouts = applied.attempts[applied.attempts["outcome"] == "lock timeout"]
     assert len(timeouts) >= 1
     picture = display.apply_timeline(applied.steps, applied.attempts)
