@@ -43,6 +43,8 @@ def test_a_second_checkout_continues_the_first_ones_chain_and_verify_names_a_del
                                     "previous_here": False}
     assert f"ledger: entry 2 of fkrunbook_ledger.runs, chain #2, after {run_a.name} (sealed elsewhere)" in out_b.output
     assert verify_archive(second / "audit") == ([], 1)  # the gap is the other machine's run, not a removal
+    index = (second / "audit" / "index.html").read_text()
+    assert f"<code>{run_a.name}</code> (sealed elsewhere)<br>ledger entry 2" in index
 
     entries = read_ledger(database.connect("test"), "staging")
     assert [(e.entry, e.run_id, e.sequence, e.manifest_sha256) for e in entries] == [

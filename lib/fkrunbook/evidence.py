@@ -153,7 +153,7 @@ def report_header(notebook: Path, manifest: dict) -> dict:
     return {
         "title": f"{phase} on {env}, run {run_id} ({outcome}) · fkrunbook report",
         "heading": f"{phase} on {env}", "outcome": outcome, "run_id": run_id,
-        "outcome_class": outcome if outcome in ("succeeded", "failed", "running") else "unknown",
+        "outcome_class": outcome if outcome in ("succeeded", "failed", "cancelled", "running") else "unknown",
         "fields": fields,
         "seal": _marked(f"Report made {_when(_now())}. It is one of the files whose sha256 the run's {MANIFEST} "
                         f"records; `fkrunbook archive verify {run_id}` recomputes them and the chain."),
@@ -432,7 +432,8 @@ def write_index(audit_dir: Path) -> Path:
             "font-size:12px}tr.hashes code{color:#1f2328}code{font-family:ui-monospace,monospace;font-size:12px}"
             ".outcome{font-weight:700;padding:1px 8px;border-radius:10px;color:#fff;background:#6b7280}"
             ".succeeded .outcome{background:#1a7f37}.failed .outcome{background:#cf222e}"
-            ".incomplete .outcome{background:#bf8700}.phase-failed{color:#cf222e;font-weight:600}"
+            ".incomplete .outcome{background:#bf8700}.cancelled .outcome{background:#8250df}"
+            ".phase-failed{color:#cf222e;font-weight:600}.phase-cancelled{color:#8250df;font-weight:600}"
             ".phase-skipped,.phase-pending{color:#57606a}.dirty{color:#9a6700;font-weight:600}"
             "small{color:#57606a;font-size:12px}.hashes span{margin-right:18px;white-space:nowrap}"
             "tr.main td:nth-child(2),tr.main td:nth-child(3),tr.main td:nth-child(5),"
@@ -458,8 +459,14 @@ def _index_row(run: Run, by_hash: dict[str, Run], head: Run | None) -> str:
     if run.sealed:
         link = m.get("previous_manifest_sha256")
         previous = by_hash.get(link or "")
+        ledger = m.get("ledger") or {}
+        elsewhere = ledger.get("previous_run_id") if not ledger.get("previous_here", True) else None
         chain = (f"#{run.sequence}" + (" (head)" if head is run else "") + "<br><small>previous:<br>"
-                 + (f"<code>{_e(previous.run_id)}</code>" if previous else "missing" if link else "none (first)")
+                 + (f"<code>{_e(previous.run_id)}</code>" if previous else
+                    f"<code>{_e(elsewhere)}</code> (sealed elsewhere)" if link and elsewhere else
+                    "missing" if link else "none (first)")
+                 + (f"<br>ledger entry {_e(ledger['entry'])}" if ledger.get("entry") else
+                    "<br>not in the ledger" if ledger.get("skipped") else "")
                  + "</small>")
     else:
         chain = "<small>not sealed</small>"

@@ -71,6 +71,9 @@ def test_a_signal_during_a_step_cancels_it_on_the_server_and_a_rerun_completes(s
     assert [e["ename"] for e in errors] == ["ApplyCancelledError"]
     assert "was cancelled on the server" in errors[0]["evalue"]
     assert "04_apply.ipynb" in run.manifest["files"]
+    assert 'class="fkr-run fkr-cancelled"' in (run.path / "04_apply.html").read_text()  # the report's header
+    index = (project_copy / "audit" / "index.html").read_text()
+    assert f"<tr class='main cancelled runner' id='run-{run.run_id}'>" in index
 
     invalid = database.sql("SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
                            "WHERE NOT i.indisvalid")
