@@ -398,21 +398,12 @@ def test_running_the_start_cell_again_shows_no_noise(project_copy, database):
 def test_the_timeline_draws_a_lock_timeout_and_its_retry(database, spec, tmp_path):
     """A session holding a write lock on the parent while apply runs: the timeline draws each
     lock-timeout attempt in red and says how long writers queued behind it."""
-    import threading
-
-    from fkrunbook.executor import apply_plan
     from fkrunbook.spec import LockRetries
 
-    from .test_executor import _clean, _hold_parent_lock, _spec_with_lock_timeout, write_migrations
+    from .test_executor import apply_past_a_brief_lock_holder
 
-    _clean(database, spec, tmp_path)
-    fast = _spec_with_lock_timeout(spec)
-    migrations = tmp_path / "migrations"
-    write_migrations(fast, migrations)
-    blocker = _hold_parent_lock(database)
-    threading.Timer(0.6, blocker.close).start()
-    applied = apply_plan(database.connect(), fast, migrations, {},
-                         retries=LockRetries.rising(attempts=20, backoff="100ms", backoff_max="200ms"))
+    applied, _ = apply_past_a_brief_lock_holder(database, spec, tmp_path,
+                                                LockRetries.rising(attempts=20, backoff="100ms", backoff_max="200ms"))
     timeouts = applied.attempts[applied.attempts["outcome"] == "lock timeout"]
     assert len(timeouts) >= 1
     picture = display.apply_timeline(applied.steps, applied.attempts)

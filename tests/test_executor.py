@@ -204,15 +204,20 @@ def test_a_lock_never_released_fails_cleanly_naming_who_holds_it(database, spec,
     assert database.sql("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == [(0,)]
 
 
-def test_a_lock_released_during_the_retries_lets_apply_finish(database, spec, tmp_path):
+def apply_past_a_brief_lock_holder(database, spec, tmp_path, retries):
+    """Apply while another session holds a write lock on the parent for 0.6 s; (the result, the spec)."""
     _clean(database, spec, tmp_path)
     fast = _spec_with_lock_timeout(spec)
     migrations = tmp_path / "migrations"
     write_migrations(fast, migrations)
     blocker = _hold_parent_lock(database)
     threading.Timer(0.6, blocker.close).start()
-    result = apply_plan(database.connect(), fast, migrations, {},
-                        retries=LockRetries.rising(20, "200ms", "200ms", backoff="100ms", backoff_max="200ms"))
+    return apply_plan(database.connect(), fast, migrations, {}, retries=retries), fast
+
+
+def test_a_lock_released_during_the_retries_lets_apply_finish(database, spec, tmp_path):
+    result, fast = apply_past_a_brief_lock_holder(
+        database, spec, tmp_path, LockRetries.rising(20, "200ms", "200ms", backoff="100ms", backoff_max="200ms"))
     outcomes = list(result.attempts["outcome"])
     assert "lock timeout" in outcomes and outcomes[-1] == "done"
     assert result.results()["lock_retries"] >= 1
