@@ -93,8 +93,9 @@ def test_lab_answers_with_its_token_then_ctrl_c_stops_it_its_kernels_and_its_dat
     log = tmp_path / "lab.log"  # outside the project: the token must not reach any file in it
     started = time.monotonic()
     with open(log, "wb") as out:
+        # started as a script's background job is (SIGINT ignored, inherited): Ctrl-C must stop it all the same
         lab = subprocess.Popen([FKRUNBOOK, "lab", "--port", str(port)], cwd=project_copy, env=env, stdout=out,
-                               stderr=subprocess.STDOUT)
+                               stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     children, folder = [], None
     try:
         ready = wait_for_lab(port, token, timeout=120)

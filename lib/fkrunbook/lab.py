@@ -192,11 +192,13 @@ def _run_until_stopped(command: list[str], cwd: Path, env: dict, runtime: Path) 
     def stop(signum, frame):
         raise _Stop()
 
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too: a process started in the background of a script inherits SIGINT ignored, and Python
+    # then raises no KeyboardInterrupt; Ctrl-C must stop the lab however it was started.
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     process = subprocess.Popen(command, cwd=cwd, env=env, preexec_fn=_own_session_ending_with_parent)
     try:
         return process.wait()
-    except (KeyboardInterrupt, _Stop):
+    except _Stop:
         with contextlib.suppress(ProcessLookupError):
             process.terminate()
         try:
