@@ -2,6 +2,7 @@
 (cloned from a template holding the baseline schema and sample data)."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import uuid
 from dataclasses import dataclass, replace
@@ -56,6 +57,16 @@ def create_database(srv: LocalServer, prefix: str = "t") -> str:
 def drop_database(srv: LocalServer, name: str) -> None:
     with psycopg.connect(srv.url(), autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextlib.contextmanager
+def made_database(srv: LocalServer, make=create_database):
+    """The URL of a database ``make(srv)`` creates (and names), dropped afterwards."""
+    name = make(srv)
+    try:
+        yield srv.url(name)
+    finally:
+        drop_database(srv, name)
 
 
 @pytest.fixture(scope="module")

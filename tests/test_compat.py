@@ -24,7 +24,7 @@ from fkrunbook.history import list_local, split_statements
 from fkrunbook.rehearsal import load_dump, load_migrations, locate_statements, reset_local_from, strip_meta_commands
 from fkrunbook.server import embedded_bin_dir
 
-from .conftest import create_database, drop_database
+from .conftest import create_database, drop_database, made_database
 from .majors import MAJORS
 
 MIGRATIONS = Path(__file__).parent / "team_schemas" / "event_store" / "supabase" / "migrations"
@@ -36,23 +36,17 @@ def _fresh_database(srv):
     return create_database(srv, "c")
 
 
-_drop = drop_database
-
-
 @pytest.fixture(params=MAJORS)
 def fresh(request, pg_servers):
     """An empty database (no compatibility layer yet) on PostgreSQL 15, 17 and 18."""
-    srv = pg_servers(request.param)
-    name = _fresh_database(srv)
-    yield srv.url(name)
-    _drop(srv, name)
+    with made_database(pg_servers(request.param), _fresh_database) as url:
+        yield url
 
 
 @pytest.fixture
 def fresh18(server):
-    name = _fresh_database(server)
-    yield server.url(name)
-    _drop(server, name)
+    with made_database(server, _fresh_database) as url:
+        yield url
 
 
 def _rows(url, statement, params=None):
@@ -432,8 +426,8 @@ def test_missing_dump_refused(fresh18, tmp_path):
 def local_env(server):
     name = f"local_{uuid.uuid4().hex[:8]}"
     yield Environment("local", "embedded", data_dir=server.data_dir, database=name)
-    _drop(server, name)
-    _drop(server, f"{name}__loading")
+    drop_database(server, name)
+    drop_database(server, f"{name}__loading")
 
 
 def _databases(server, env):

@@ -20,7 +20,7 @@ from fkrunbook.server import ensure_server, stop_server
 from fkrunbook.spec import load_spec
 from fkrunbook.teamdata import seed_team_data
 
-from .conftest import create_database, drop_database
+from .conftest import create_database, drop_database, made_database
 from .majors import MAJORS
 from .rehearse import SHAPES, local_bin_dir, team_repository
 from .test_cli import invoke
@@ -38,23 +38,17 @@ def _database(srv) -> str:
     return name
 
 
-_drop = drop_database
-
-
 @pytest.fixture(params=MAJORS)
 def shaped(request, pg_servers):
     """The shape on PostgreSQL 15, 17 and 18."""
-    srv = pg_servers(request.param)
-    name = _database(srv)
-    yield srv.url(name)
-    _drop(srv, name)
+    with made_database(pg_servers(request.param), _database) as url:
+        yield url
 
 
 @pytest.fixture
 def shaped18(server):
-    name = _database(server)
-    yield server.url(name)
-    _drop(server, name)
+    with made_database(server, _database) as url:
+        yield url
 
 
 def _found(url: str, spec=None) -> dict:
@@ -232,7 +226,7 @@ def test_local_reset_from_a_dump_with_rows_seeds_around_the_rows_it_carries(serv
         assert _rows(url, "SELECT count(*) FROM organizations_projection") == [(carried.organizations + 3,)]
         assert result.lines[-2].startswith("sample data: ")
     finally:
-        _drop(server, env.database)
+        drop_database(server, env.database)
 
 
 def test_views_and_absent_tables_among_the_exceptions_are_skipped_and_counted_as_the_check_counts(
@@ -272,4 +266,4 @@ def test_orphans_the_schemas_triggers_copy_from_planted_rows_are_counted_apart(s
         assert sample.lines[0].endswith("; more written by the schema's triggers: 3 in activity_log.account_id")
         assert _found(server.url(name), spec) == sample.expected()
     finally:
-        _drop(server, name)
+        drop_database(server, name)
