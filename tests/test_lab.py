@@ -13,6 +13,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
@@ -89,6 +90,7 @@ def test_lab_answers_with_its_token_then_ctrl_c_stops_it_its_kernels_and_its_dat
     token, port = secrets.token_hex(16), _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}  # headless
     env["FKRUNBOOK_LAB_TOKEN"] = token
+    env["JUPYTERLAB_SETTINGS_DIR"] = str(tmp_path / "user-settings")  # a user who never answered JupyterLab's questions
     data_dir = project_copy / ".fkrunbook" / "local"
     log = tmp_path / "lab.log"  # outside the project: the token must not reach any file in it
     started = time.monotonic()
@@ -108,8 +110,10 @@ def test_lab_answers_with_its_token_then_ctrl_c_stops_it_its_kernels_and_its_dat
         page = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/lab", headers={
             "Authorization": f"token {token}"}), timeout=30).read().decode()
         config = json.loads(page.split('id="jupyter-config-data"', 1)[1].split(">", 1)[1].split("</script>", 1)[0])
-        assert config["news"] == {"disabled": True}  # nothing fetched from the internet, no question asked
+        assert config["news"] == {"disabled": True}  # nothing fetched from the internet
         assert _api(port, "/lab/api/update", token)[1] == {"notification": None}
+        notification = _api(port, "/lab/api/settings/@jupyterlab/apputils-extension:notification", token)[1]
+        assert notification["settings"]["fetchNews"] == "false"  # and no question about it over the notebook
         (folder,) = (project_copy / ".fkrunbook" / "lab").iterdir()
         ran = time.monotonic()
         assert run_all(port, token, folder, "01_orphan_check.ipynb") == []
@@ -133,3 +137,21 @@ def test_lab_answers_with_its_token_then_ctrl_c_stops_it_its_kernels_and_its_dat
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path
 
+
+
+def test_the_labs_settings_keep_the_users_own_and_answer_the_news_question_never(tmp_path, monkeypatch):
+    from fkrunbook.lab import NOTIFICATION_SETTINGS, user_settings
+
+    mine = tmp_path / "mine"
+    (mine / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
+    themes = Path("@jupyterlab", "apputils-extension", "themes.jupyterlab-settings")
+    (mine / themes).write_text('{"theme": "JupyterLab Dark"}')
+    (mine / NOTIFICATION_SETTINGS).write_text('{\n    // Notifications\n    "doNotDisturbMode": true\n}')
+    monkeypatch.setenv("JUPYTERLAB_SETTINGS_DIR", str(mine))
+    lab = user_settings(tmp_path / "lab")
+    assert json.loads((lab / themes).read_text()) == {"theme": "JupyterLab Dark"}
+    assert json.loads((lab / NOTIFICATION_SETTINGS).read_text()) == {"doNotDisturbMode": True, "fetchNews": "false",
+                                                                     "checkForUpdates": False}
+    answered = '{\n    // Fetch official Jupyter news\n    "fetchNews": "true"\n}'
+    (mine / NOTIFICATION_SETTINGS).write_text(answered)
+    assert (user_settings(tmp_path / "lab2") / NOTIFICATION_SETTINGS).read_text() == answered  # the user's answer

@@ -109,6 +109,30 @@ def check_jupyterlab() -> None:
                        "(`make lab` does)")
 
 
+NOTIFICATION_SETTINGS = Path("@jupyterlab", "apputils-extension", "notification.jupyterlab-settings")
+
+
+def user_settings(target: Path) -> Path:
+    """JupyterLab's user settings for the lab: a copy of the user's own (theme, keyboard, ...), with
+    the news question answered "never" unless the user answered it: JupyterLab would otherwise ask,
+    on its first start, whether to fetch news from the internet, over the walkthrough."""
+    from jupyterlab.commands import get_user_settings_dir
+
+    source = Path(get_user_settings_dir())
+    if source.is_dir():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    notification = target / NOTIFICATION_SETTINGS
+    try:  # JupyterLab writes these files with whole-line // comments
+        chosen = json.loads("\n".join(line for line in notification.read_text().splitlines()
+                                      if not line.lstrip().startswith("//"))) if notification.exists() else {}
+    except ValueError:  # JSON5 beyond that: the user's own file, kept as it is
+        return target
+    if chosen.get("fetchNews") in (None, "none"):
+        notification.parent.mkdir(parents=True, exist_ok=True)
+        notification.write_text(json.dumps({**chosen, "fetchNews": "false", "checkForUpdates": False}, indent=2))
+    return target
+
+
 def headless() -> bool:
     """No display to open a browser on (a container, a server, an SSH session)."""
     return sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
@@ -166,6 +190,7 @@ def run_lab(config: Config, env: str = "local", *, spec: str | None = None, port
         child_env["JUPYTER_RUNTIME_DIR"] = str(runtime)
         # A walkthrough opens on its own notebooks: not the tabs of an earlier session (~/.jupyter).
         child_env["JUPYTERLAB_WORKSPACES_DIR"] = str(runtime / "workspaces")
+        child_env["JUPYTERLAB_SETTINGS_DIR"] = str(user_settings(runtime / "user-settings"))
         if token:
             child_env["JUPYTER_TOKEN"] = token
         notify("lab_starting", {"walkthrough": walkthrough, "port": port, "token_given": bool(token),
