@@ -114,9 +114,7 @@ def run_phases(config: Config, env: str, phases: list[str] | None = None, *, spe
                                        "cells": total, "elapsed_s": time.monotonic() - started}), cancel)
             cancelled = bool(cancel.signal and error)  # the phase did not finish: stopped part-way
             if cancelled:
-                stopped = _stop_change(db, loaded) if not PHASES[name].read_only else None
-                entry["cancelled"] = {"signal": cancel.signal, "left": _left_behind(db, loaded, config),
-                                      **({"stopped_by_runner": stopped} if stopped else {})}
+                _mark_cancelled(entry, cancel.signal, db, loaded, config)
             entry.update(status="cancelled" if cancelled else "failed" if error else "succeeded", ended_at=_now(),
                          duration_s=round(time.monotonic() - started, 2), results=_results(run_dir, name))
             if name == "migration_preview" and "apply" in per_phase and not error:
@@ -147,9 +145,7 @@ def run_phases(config: Config, env: str, phases: list[str] | None = None, *, spe
         for entry in manifest["phases"]:
             if entry["status"] in ("pending", "running") and cancel.signal:  # stopped at once (a third signal)
                 if entry["status"] == "running" and not PHASES[entry["name"]].read_only:
-                    stopped = _stop_change(db, loaded)
-                    entry["cancelled"] = {"signal": cancel.signal, "left": _left_behind(db, loaded, config),
-                                          **({"stopped_by_runner": stopped} if stopped else {})}
+                    _mark_cancelled(entry, cancel.signal, db, loaded, config)
                 entry["status"] = "cancelled" if entry["status"] == "running" else "skipped"
         if any(p["status"] in ("pending", "running") for p in manifest["phases"]):
             manifest["status"] = "failed"  # interrupted (e.g. Ctrl-C): sealed as it stands
@@ -232,6 +228,14 @@ def copy_docs(config: Config, into: Config, tables: list[str]) -> list[Path]:
         shutil.copy2(path, target)
         copied.append(target)
     return copied
+
+
+def _mark_cancelled(entry: dict, signal_name: str, db, spec, config: Config) -> None:
+    """A phase stopped part-way: for one that changes the database, cancel on the server whatever
+    still runs under its advisory lock; record the signal and what was left."""
+    stopped = None if PHASES[entry["name"]].read_only else _stop_change(db, spec)
+    entry["cancelled"] = {"signal": signal_name, "left": _left_behind(db, spec, config),
+                          **({"stopped_by_runner": stopped} if stopped else {})}
 
 
 class _Cancel:
